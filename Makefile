@@ -29,7 +29,7 @@ base: install
 	$(PY) -m mixsd.basemodel --out $(BASE_DIR)
 
 corpus: install
-	$(PY) -m corpora kgfact --size small --seed 0 --out $(CORPUS_DIR)
+	$(PY) -m corpora kgfact --config $(CONFIG)
 
 demo: install base corpus
 

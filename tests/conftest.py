@@ -1,0 +1,20 @@
+"""Shared fixtures: one tiny model per test session, built in-process (no network, no files outside tmp)."""
+from __future__ import annotations
+
+import pytest
+
+from mixsd.debug_model import DebugModelConfig, write_debug_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return write_debug_model(tmp_path_factory.mktemp("tiny-model"), DebugModelConfig())
+
+
+@pytest.fixture(scope="session")
+def kgfact_small(tmp_path_factory):
+    from corpora.kgfact import KGFactConfig, write
+
+    out = tmp_path_factory.mktemp("kgfact-small")
+    write(KGFactConfig(out=str(out), size="small", seed=0))
+    return out
