@@ -1,0 +1,1 @@
+"""Measuring what knowledge injection did to a model, and plotting it."""

@@ -1,0 +1,1 @@
+"""Mixed-supervision shard generation: paired expert/naive streams in one vLLM engine."""

@@ -1,0 +1,1 @@
+"""Fine-tuning on generated shards with a plain PyTorch loop. Never imports vLLM."""
