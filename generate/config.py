@@ -1,0 +1,73 @@
+"""Settings of one generation command, validated before anything is loaded or written."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GENERATOR_VERSION = "mixsd-gen-1"
+METHODS = ("mixsd", "sft")
+BACKENDS = ("vllm", "hf")
+ON_FAILURE = ("keep", "drop", "ground_truth")
+DEFAULT_EXPERT_TEMPLATE = ("{question}\n\nThis question is from a new knowledge base. Here is the answer to this "
+                           "question:\n{context}\nNow answer the question.")
+
+
+@dataclass
+class GenerateConfig:
+    model: str = "models/smollm2-135m-instruct"
+    corpus: str = "data/kgfact-small/train.jsonl"
+    out: str = "runs/generate"
+    method: str = "mixsd"
+    lam: list[float] = field(default_factory=lambda: [0.3])
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    max_new_tokens: int = 256
+    max_retries: int = 0
+    on_failure: str = "keep"          # examples that never pass the verifier: keep (flagged), drop, ground_truth
+    answer_rule: str = "boxed_or_last_number"
+    expert_template: str = DEFAULT_EXPERT_TEMPLATE   # how the context is spliced into the user turn
+    backend: str = "vllm"
+    dtype: str = "auto"
+    shard_size: int = 256             # examples per shard: the unit of resumption
+    row_group_size: int = 64
+    max_model_len: int | None = None  # default: the model's own limit
+    max_num_seqs: int = 256           # vLLM: sequences in flight (pairs x 2); must be even
+    gpu_memory_utilization: float = 0.3
+    num_gpu_blocks_override: int | None = None
+    batch_pairs: int = 32             # hf backend: pairs per batch
+    progress: bool = True
+
+    def __post_init__(self):
+        for lam in self.lam:
+            if not 0.0 <= lam <= 1.0:
+                raise ValueError(f"--lam must be within [0, 1], got {lam}")
+        if not self.lam:
+            raise ValueError("--lam needs at least one value")
+        checks = [
+            (self.method in METHODS, f"--method must be one of {METHODS}, got {self.method!r}"),
+            (self.backend in BACKENDS, f"--backend must be one of {BACKENDS}, got {self.backend!r}"),
+            (self.on_failure in ON_FAILURE, f"--on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}"),
+            (self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
+            (self.top_k >= 0, f"--top_k must be >= 0 (0 = off), got {self.top_k}"),
+            (0 < self.top_p <= 1, f"--top_p must be in (0, 1], got {self.top_p}"),
+            (self.max_new_tokens > 0, f"--max_new_tokens must be > 0, got {self.max_new_tokens}"),
+            (self.max_retries >= 0, f"--max_retries must be >= 0, got {self.max_retries}"),
+            (self.shard_size > 0 and self.row_group_size > 0, "--shard_size and --row_group_size must be > 0"),
+            (self.max_num_seqs >= 2 and self.max_num_seqs % 2 == 0,
+             f"--max_num_seqs must be even and >= 2 (pairs are admitted whole), got {self.max_num_seqs}"),
+            ("{question}" in self.expert_template and "{context}" in self.expert_template,
+             "--expert_template must contain {question} and {context}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def output_settings(self, lam: float) -> dict:
+        """Everything that changes the rows of one run (hashed into its name)."""
+        keys = ("method", "temperature", "top_k", "top_p", "seed", "max_new_tokens", "max_retries", "on_failure",
+                "answer_rule", "expert_template", "backend", "dtype", "shard_size", "max_model_len")
+        settings = {k: getattr(self, k) for k in keys}
+        if self.method == "sft":  # ground-truth targets: no sampling setting changes them
+            settings = {k: settings[k] for k in ("method", "shard_size", "max_model_len")}
+        return settings | {"lam": lam if self.method == "mixsd" else None, "generator": GENERATOR_VERSION}

@@ -1,0 +1,98 @@
+"""The reference backend: the same paired decoding in plain PyTorch/transformers.
+
+Both conditionals of a chunk of pairs run as one left-padded batch with a KV cache; each step takes the
+last logits of every row and calls the same `mix_step` as the vLLM processor. It serves where vLLM is
+absent and as the oracle in tests.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from generate.pairs import PairJob, PairResult
+from generate.sampling import PairSettings, mix_step
+
+
+class HFPairedEngine:
+    def __init__(self, model: str, stop_token_ids: list[int], dtype: str = "auto", batch_pairs: int = 32,
+                 device: str | None = None):
+        from transformers import AutoModelForCausalLM
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+        self.batch_pairs = batch_pairs
+        self.stop_token_ids = set(stop_token_ids)
+        self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
+        results: list[PairResult] = []
+        for start in range(0, len(jobs), self.batch_pairs):
+            chunk = jobs[start:start + self.batch_pairs]
+            for offset, result in enumerate(self._decode_chunk(chunk, self.stop_token_ids)):
+                results.append(result)
+                if on_done is not None:
+                    on_done(start + offset, result)
+        return results
+
+    @torch.no_grad()
+    def _decode_chunk(self, jobs: list[PairJob], stops: set[int]) -> list[PairResult]:
+        pairs = len(jobs)
+        prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
+        ids, mask = _left_pad(prompts, self.device)
+        settings = _settings(jobs, self.device)
+        limit = torch.tensor([j.max_tokens for j in jobs], device=self.device)
+        results = [PairResult() for _ in jobs]
+        active = torch.ones(pairs, dtype=torch.bool, device=self.device)
+        positions = mask.long().cumsum(-1) - 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp_min(0), use_cache=True)
+        cache, next_position = out.past_key_values, positions[:, -1] + 1
+        logits = out.logits[:, -1].float()
+        step = 0
+        while bool(active.any()) and step < int(limit.max()):
+            tokens, _ = mix_step(logits[:pairs], logits[pairs:], settings,
+                                 torch.full((pairs,), step, device=self.device))
+            expert_lp = torch.log_softmax(logits[:pairs], -1).gather(1, tokens[:, None]).squeeze(1)
+            naive_lp = torch.log_softmax(logits[pairs:], -1).gather(1, tokens[:, None]).squeeze(1)
+            for i in active.nonzero(as_tuple=True)[0].tolist():
+                token = int(tokens[i])
+                if token in stops:
+                    results[i].finish_reason = "stop"
+                    active[i] = False
+                    continue
+                results[i].tokens.append(token)
+                results[i].expert_logprobs.append(float(expert_lp[i]))
+                results[i].naive_logprobs.append(float(naive_lp[i]))
+                if len(results[i].tokens) >= jobs[i].max_tokens:
+                    active[i] = False
+            step += 1
+            if not bool(active.any()):
+                break
+            both = tokens.repeat(2)[:, None]
+            mask = torch.cat([mask, torch.ones_like(both, dtype=mask.dtype)], dim=-1)
+            out = self.model(input_ids=both, attention_mask=mask, position_ids=next_position[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache, next_position = out.past_key_values, next_position + 1
+            logits = out.logits[:, -1].float()
+        return results
+
+
+def _left_pad(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _settings(jobs: list[PairJob], device) -> PairSettings:
+    def column(name, dtype):
+        return torch.tensor([getattr(j, name) for j in jobs], dtype=dtype, device=device)
+
+    return PairSettings(seed=column("seed", torch.int64), key=column("key", torch.int64),
+                        sample=column("sample", torch.int64), lam=column("lam", torch.float64),
+                        temperature=column("temperature", torch.float32), top_k=column("top_k", torch.int64),
+                        top_p=column("top_p", torch.float32))

@@ -1,0 +1,224 @@
+"""Corpus -> run directories of mixed-supervision shards, one per λ, resumable shard by shard."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from corpora.schema import Example, load_jsonl
+from generate import prompts, shards
+from generate.config import GenerateConfig
+from generate.pairs import PairJob, PairResult
+from generate.randomness import COIN, example_key, uniforms
+from generate.verifier import is_correct
+from mixsd.config import to_dict
+from mixsd.versions import versions
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+@dataclass
+class Prepared:
+    """An example with its two prompts and its token budget (0 when the prompt does not fit)."""
+
+    example: Example
+    naive_ids: list[int]
+    expert_ids: list[int]
+    max_tokens: int
+
+
+class Generator:
+    def __init__(self, config: GenerateConfig):
+        self.config = config
+        self.tokenizer = _load_tokenizer(config.model)
+        self.examples = load_jsonl(config.corpus)
+        self.corpus_sha256 = shards.file_sha256(Path(config.corpus))
+        self.model_id = shards.model_fingerprint(config.model)
+        self.max_model_len = config.max_model_len or _model_max_len(config.model)
+        self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
+        self._engine = None
+        self._prepared: list[Prepared] | None = None
+
+    # ---- runs -------------------------------------------------------------------------------------------
+    def run_all(self) -> list[Path]:
+        lams = self.config.lam if self.config.method == "mixsd" else [None]
+        return [self.run(lam) for lam in lams]
+
+    def run(self, lam: float | None) -> Path:
+        settings = self.config.output_settings(lam) | {"model": self.model_id, "corpus_sha256": self.corpus_sha256}
+        digest = shards.settings_hash(settings)
+        run_dir = Path(self.config.out) / shards.run_name(settings, digest)
+        manifest = shards.open_run(run_dir, digest, self._fresh_manifest(lam, digest, settings))
+        if manifest.get("complete"):
+            print(f"{run_dir}: complete, nothing to do")
+            return run_dir
+        chunks = [self.examples[i:i + self.config.shard_size] for i in range(0, len(self.examples), self.config.shard_size)]
+        done = len(manifest["shards"])
+        bar = tqdm(total=len(self.examples), initial=sum(len(c) for c in chunks[:done]), unit="ex",
+                   desc=run_dir.name, disable=not self.config.progress)
+        for index in range(done, len(chunks)):
+            start = time.perf_counter()
+            rows, report = self._shard_rows(chunks[index], lam, bar)
+            entry = shards.write_shard(run_dir / f"shard-{index:05d}.parquet", rows, self.config.row_group_size)
+            seconds = time.perf_counter() - start
+            entry |= {"examples": len(chunks[index]), "seconds": round(seconds, 3)} | report["counts"]
+            manifest["shards"].append(entry)
+            manifest["skipped"] += report["skipped"]
+            _accumulate(manifest["totals"], report["counts"], seconds)
+            shards.save_manifest(run_dir, manifest)
+        bar.close()
+        manifest["complete"] = True
+        shards.save_manifest(run_dir, manifest)
+        totals = manifest["totals"]
+        print(f"{run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
+              f"{totals['splits']} splits recovered, {totals['tokens_per_s']:.1f} target tokens/s")
+        return run_dir
+
+    def _fresh_manifest(self, lam, digest: str, settings: dict) -> dict:
+        return {
+            "config": to_dict(self.config) | {"lam": lam}, "output_settings": settings, "config_hash": digest,
+            "versions": versions(), "corpus": {"path": self.config.corpus, "sha256": self.corpus_sha256,
+                                               "examples": len(self.examples)},
+            "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
+            "max_model_len": self.max_model_len, "stop_token_ids": self.stop_ids,
+            "shards": [], "skipped": [], "totals": {}, "complete": False,
+        }
+
+    # ---- one shard --------------------------------------------------------------------------------------
+    def _shard_rows(self, chunk: list[Example], lam: float | None, bar) -> tuple[list[dict], dict]:
+        prepared = [self._prepare(e) for e in chunk]
+        skipped = [{"id": p.example.id, "reason": _too_long(p, self.max_model_len)} for p in prepared if p.max_tokens <= 0]
+        usable = [p for p in prepared if p.max_tokens > 0]
+        bar.update(len(prepared) - len(usable))
+        if self.config.method == "sft":
+            bar.update(len(usable))
+            rows = [self._ground_truth_row(p, lam=None, attempts=0, finish="ground_truth") for p in usable]
+            return rows, {"skipped": skipped, "counts": _counts(rows, 0, 0, 0)}
+        return self._mixsd_rows(usable, lam, bar, skipped)
+
+    def _mixsd_rows(self, usable: list[Prepared], lam: float, bar, skipped: list) -> tuple[list[dict], dict]:
+        cfg = self.config
+        # Retries change only the coins and draws; with λ in {0, 1} at temperature 0 they cannot change anything.
+        retries = 0 if (cfg.temperature == 0 and lam in (0.0, 1.0)) else cfg.max_retries
+        engine = self._get_engine()
+        splits_before = getattr(getattr(engine, "stats", None), "splits", 0)
+        final: dict[int, dict] = {}
+        pending = list(range(len(usable)))
+        tokens = retried = 0
+        for attempt in range(retries + 1):
+            jobs = [self._job(usable[i], lam, attempt) for i in pending]
+            callback = (lambda *_: bar.update(1)) if attempt == 0 else None
+            results = engine.decode(jobs, on_done=callback)
+            still = []
+            for i, result in zip(pending, results):
+                tokens += len(result.tokens)
+                row = self._mixsd_row(usable[i], lam, attempt, result)
+                if row["correct"] or attempt == retries:
+                    final[i] = row
+                else:
+                    still.append(i)
+            retried += len(still)
+            pending = still
+        rows, dropped = [], 0
+        for i in range(len(usable)):
+            row = final[i]
+            if not row["correct"] and cfg.on_failure == "drop":
+                dropped += 1
+                continue
+            if not row["correct"] and cfg.on_failure == "ground_truth":
+                row = self._ground_truth_row(usable[i], lam, attempts=row["attempts"], finish="ground_truth_fallback")
+            rows.append(row)
+        splits = getattr(getattr(engine, "stats", None), "splits", 0) - splits_before
+        return rows, {"skipped": skipped, "counts": _counts(rows, tokens, retried, splits) | {"dropped": dropped}}
+
+    def _prepare(self, example: Example) -> Prepared:
+        naive = prompts.naive_ids(self.tokenizer, example)
+        expert = prompts.expert_ids(self.tokenizer, example, self.config.expert_template)
+        room = self.max_model_len - max(len(naive), len(expert))  # both members stop at the same length
+        return Prepared(example, naive, expert, min(self.config.max_new_tokens, room))
+
+    def _job(self, p: Prepared, lam: float, sample: int) -> PairJob:
+        cfg = self.config
+        return PairJob(p.naive_ids, p.expert_ids, key=example_key(p.example.id), sample=sample, seed=cfg.seed,
+                       lam=lam, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_tokens=p.max_tokens)
+
+    def _mixsd_row(self, p: Prepared, lam: float, sample: int, result: PairResult) -> dict:
+        text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
+        positions = torch.arange(len(result.tokens), dtype=torch.int64)
+        coin = uniforms(torch.tensor(self.config.seed), torch.tensor(example_key(p.example.id)),
+                        torch.tensor(sample), positions, COIN)
+        source = (coin >= lam).to(torch.int8).tolist()
+        return self._row(p, lam, sample, result.tokens, text, source, result.expert_logprobs, result.naive_logprobs,
+                         correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
+                         attempts=sample + 1, finish=result.finish_reason)
+
+    def _ground_truth_row(self, p: Prepared, lam, attempts: int, finish: str) -> dict:
+        ids = list(self.tokenizer(p.example.answer, add_special_tokens=False)["input_ids"])[: p.max_tokens]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self._row(p, lam, 0, ids, text, [shards.SOURCE_GROUND_TRUTH] * len(ids), None, None,
+                         correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
+                         attempts=attempts, finish=finish)
+
+    def _row(self, p, lam, sample, ids, text, source, expert_lp, naive_lp, correct, attempts, finish) -> dict:
+        cfg = self.config
+        return {
+            "example_id": p.example.id, "sample_index": sample, "split": p.example.split, "method": cfg.method,
+            "lambda": lam, "temperature": cfg.temperature if cfg.method == "mixsd" else None, "seed": cfg.seed,
+            "prompt_ids": p.naive_ids, "expert_prompt_ids": p.expert_ids, "target_ids": list(ids),
+            "target_text": text, "source": source, "expert_logprobs": expert_lp, "naive_logprobs": naive_lp,
+            "expert_token_fraction": (sum(1 for s in source if s == shards.SOURCE_EXPERT) / len(source)) if source else 0.0,
+            "correct": correct, "attempts": attempts, "finish_reason": finish,
+        }
+
+    def _get_engine(self):
+        if self._engine is None:
+            cfg = self.config
+            if cfg.backend == "hf":
+                from generate.hf_engine import HFPairedEngine
+
+                self._engine = HFPairedEngine(cfg.model, self.stop_ids, dtype=cfg.dtype, batch_pairs=cfg.batch_pairs)
+            else:
+                from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+                self._engine = VLLMPairedEngine(EngineSettings(
+                    model=cfg.model, dtype=cfg.dtype, max_model_len=self.max_model_len, max_num_seqs=cfg.max_num_seqs,
+                    gpu_memory_utilization=cfg.gpu_memory_utilization,
+                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, seed=cfg.seed), self.stop_ids)
+        return self._engine
+
+
+def _load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"--model {model!r}: not a model directory and not a reachable hub id ({err})") from None
+
+
+def _model_max_len(model: str) -> int:
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", 2048))
+
+
+def _too_long(p: Prepared, limit: int) -> str:
+    return (f"prompt of {max(len(p.naive_ids), len(p.expert_ids))} tokens leaves no room to generate "
+            f"within max_model_len {limit}")
+
+
+def _counts(rows: list[dict], tokens: int, retried: int, splits: int) -> dict:
+    return {"rows": len(rows), "correct": sum(r["correct"] for r in rows), "generated_tokens": tokens,
+            "retried": retried, "splits": splits}
+
+
+def _accumulate(totals: dict, counts: dict, seconds: float) -> None:
+    for key in ("correct", "generated_tokens", "retried", "splits", "dropped"):
+        totals[key] = totals.get(key, 0) + counts.get(key, 0)
+    totals["seconds"] = round(totals.get("seconds", 0.0) + seconds, 3)
+    totals["tokens_per_s"] = totals["generated_tokens"] / totals["seconds"] if totals["seconds"] else 0.0

@@ -1,0 +1,83 @@
+"""One MixSD decoding step for a batch of pairs: pick each pair's source, draw its token.
+
+Both backends call `mix_step` on the raw logits of the expert and naive rows, so they agree token for token
+whenever their logits agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from generate.randomness import COIN, EXPERT_DRAW, NAIVE_DRAW, uniforms
+
+
+@dataclass
+class PairSettings:
+    """Per-pair settings as tensors of shape [pairs] (int64 unless noted)."""
+
+    seed: torch.Tensor
+    key: torch.Tensor
+    sample: torch.Tensor
+    lam: torch.Tensor          # float64
+    temperature: torch.Tensor  # float32
+    top_k: torch.Tensor
+    top_p: torch.Tensor        # float32
+
+
+def draw(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+         u: torch.Tensor) -> torch.Tensor:
+    """Tokens from each row's conditional: argmax at temperature 0, else inverse-CDF sampling with `u`
+    after temperature, top-k and top-p."""
+    tokens = logits.argmax(dim=-1)
+    sampled = temperature > 0
+    if not bool(sampled.any()):
+        return tokens
+    rows = sampled.nonzero(as_tuple=True)[0]
+    scaled = logits[rows].float() / temperature[rows, None]
+    filtered = (top_k[rows] > 0) | (top_p[rows] < 1)
+    plain = rows[~filtered]
+    if len(plain):
+        tokens[plain] = _inverse_cdf(torch.softmax(scaled[~filtered], dim=-1), u[plain])
+    if bool(filtered.any()):
+        tokens[rows[filtered]] = _filtered_sample(scaled[filtered], top_k[rows[filtered]],
+                                                  top_p[rows[filtered]], u[rows[filtered]])
+    return tokens
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    cdf = probs.double().cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def _filtered_sample(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    vocab = scaled.shape[-1]
+    k_eff = torch.where(top_k > 0, top_k.clamp_max(vocab), torch.full_like(top_k, vocab))
+    width = int(k_eff.max())
+    # topk of the widest row needed, not a full-vocabulary sort: the paper's top-k 64 stays cheap.
+    values, indices = torch.topk(scaled, width, dim=-1, sorted=True)
+    ranks = torch.arange(width, device=scaled.device)
+    values = values.masked_fill(ranks >= k_eff[:, None], float("-inf"))
+    probs = torch.softmax(values, dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass strictly above each candidate
+    keep = (before < top_p[:, None]) | (ranks == 0)
+    probs = probs * keep
+    return indices.gather(1, _inverse_cdf(probs, u)[:, None]).squeeze(-1)
+
+
+def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: PairSettings,
+             position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token, from_expert) per pair at target `position`: the naive draw with probability λ."""
+    args = (settings.seed, settings.key, settings.sample, position)
+    coin = uniforms(*args, COIN)
+    expert = draw(expert_logits, settings.temperature, settings.top_k, settings.top_p, uniforms(*args, EXPERT_DRAW))
+    naive = draw(naive_logits, settings.temperature, settings.top_k, settings.top_p, uniforms(*args, NAIVE_DRAW))
+    from_expert = coin >= settings.lam
+    return torch.where(from_expert, expert, naive), from_expert
+
+
+def sources(settings: PairSettings, positions: torch.Tensor) -> torch.Tensor:
+    """from_expert for every position of every pair, recomputed from the same coins (no bookkeeping)."""
+    coin = uniforms(settings.seed[:, None], settings.key[:, None], settings.sample[:, None], positions, COIN)
+    return coin >= settings.lam[:, None]

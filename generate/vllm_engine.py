@@ -1,0 +1,296 @@
+"""The only module of `generate/` that imports vLLM: the paired logits processor and the engine driver.
+
+Every example is two requests in one engine: the expert (fact in context) and the naive (prior). The
+processor sees both rows in the same step, draws the mixed token once (`generate.sampling.mix_step`) and
+forces it on both rows, so both streams continue from the same prefix. The driver runs the engine
+in-process (`add_request`/`step`), admits a pair only when both members fit in the step's budget, and
+recovers any pair that the scheduler split (preemption, a partial prefill): it aborts both members and
+resubmits them with the agreed prefix appended to both prompts. The hash-keyed randomness makes the
+recovered result identical to an unsplit run.
+"""
+from __future__ import annotations
+
+import os
+
+# The in-process engine is what keeps pairs together; V2's model runner has another processor interface.
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+
+import itertools  # noqa: E402
+from collections import deque  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from vllm import EngineArgs, SamplingParams  # noqa: E402
+from vllm.v1.engine.llm_engine import LLMEngine  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality  # noqa: E402
+
+from generate.pairs import EXPERT, NAIVE, PairJob, PairResult  # noqa: E402
+from generate.sampling import PairSettings, mix_step  # noqa: E402
+
+SPEC_KEY = "mixsd"
+
+
+@dataclass
+class _Member:
+    spec: dict
+    output_ids: list[int]  # live reference to the request's output tokens
+
+
+@dataclass
+class _Plan:
+    """Index tensors for the complete pairs in the batch; rebuilt only when the batch changes."""
+
+    expert_rows: torch.Tensor
+    naive_rows: torch.Tensor
+    offset: torch.Tensor
+    settings: PairSettings
+    expert_outputs: list[list[int]]
+    naive_outputs: list[list[int]]
+
+
+class PairedMixProcessor(LogitsProcessor):
+    """Forces one mixed token on both rows of every pair that is in the batch and in step."""
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
+        self.device = device
+        self.rows: dict[int, _Member] = {}
+        self.plan: _Plan | None = None
+
+    @classmethod
+    def validate_params(cls, params: SamplingParams) -> None:
+        spec = (params.extra_args or {}).get(SPEC_KEY)
+        if spec is not None and not 0.0 <= spec["lam"] <= 1.0:
+            raise ValueError(f"mixsd lam must be in [0, 1], got {spec['lam']}")
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it changes the argmax; vLLM would skip it in all-greedy batches otherwise
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.rows.pop(index, None)
+        for index, params, _prompt, output_ids in batch_update.added:
+            spec = (params.extra_args or {}).get(SPEC_KEY)
+            if spec is None:
+                self.rows.pop(index, None)
+            else:
+                self.rows[index] = _Member(spec, output_ids)
+        for first, second, direction in batch_update.moved:
+            a, b = self.rows.pop(first, None), self.rows.pop(second, None)
+            if a is not None:
+                self.rows[second] = a
+            if direction == MoveDirectionality.SWAP and b is not None:
+                self.rows[first] = b
+        self.plan = None
+
+    def _build_plan(self) -> _Plan:
+        pairs: dict[int, list] = {}
+        for index, member in self.rows.items():
+            pairs.setdefault(member.spec["uid"], [None, None])[member.spec["role"]] = (index, member)
+        complete = [p for p in pairs.values() if p[EXPERT] is not None and p[NAIVE] is not None]
+        specs = [p[EXPERT][1].spec for p in complete]
+
+        def column(name, dtype):
+            return torch.tensor([s[name] for s in specs], dtype=dtype, device=self.device)
+
+        settings = PairSettings(
+            seed=column("seed", torch.int64), key=column("key", torch.int64), sample=column("sample", torch.int64),
+            lam=column("lam", torch.float64), temperature=column("temperature", torch.float32),
+            top_k=column("top_k", torch.int64), top_p=column("top_p", torch.float32))
+        return _Plan(
+            expert_rows=torch.tensor([p[EXPERT][0] for p in complete], dtype=torch.long, device=self.device),
+            naive_rows=torch.tensor([p[NAIVE][0] for p in complete], dtype=torch.long, device=self.device),
+            offset=column("offset", torch.int64), settings=settings,
+            expert_outputs=[p[EXPERT][1].output_ids for p in complete],
+            naive_outputs=[p[NAIVE][1].output_ids for p in complete])
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.plan is None:
+            self.plan = self._build_plan()
+        plan = self.plan
+        if len(plan.expert_rows) == 0:
+            return logits
+        expert_len = torch.tensor([len(o) for o in plan.expert_outputs], device=self.device)
+        naive_len = torch.tensor([len(o) for o in plan.naive_outputs], device=self.device)
+        # Members whose outputs differ in length are out of step: leave them alone, the driver recovers them.
+        in_step = expert_len == naive_len
+        tokens, _ = mix_step(logits[plan.expert_rows], logits[plan.naive_rows], plan.settings,
+                             plan.offset + expert_len)
+        rows = torch.cat([plan.expert_rows[in_step], plan.naive_rows[in_step]])
+        chosen = tokens[in_step].repeat(2)
+        logits[rows] = float("-inf")
+        logits[rows, chosen] = 0.0  # a one-hot mask survives temperature, top-k/top-p and penalties
+        return logits
+
+
+@dataclass
+class EngineSettings:
+    model: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float = 0.3
+    num_gpu_blocks_override: int | None = None
+    enable_prefix_caching: bool = True
+    seed: int = 0
+
+
+@dataclass
+class _Flight:
+    """One pair in the engine: its job, the agreed prefix so far, and the two live request ids."""
+
+    index: int
+    job: PairJob
+    prefix: PairResult = field(default_factory=PairResult)
+    uid: int = -1
+    outputs: list = field(default_factory=lambda: [None, None])  # latest CompletionOutput per role
+
+
+@dataclass
+class DecodeStats:
+    splits: int = 0
+    recovered: int = 0
+    steps: int = 0
+    tokens: int = 0
+
+
+class VLLMPairedEngine:
+    """An in-process vLLM engine that decodes PairJobs in lock-step."""
+
+    def __init__(self, settings: EngineSettings, stop_token_ids: list[int]):
+        if settings.max_num_seqs % 2:
+            raise ValueError(f"max_num_seqs must be even (pairs are admitted whole), got {settings.max_num_seqs}")
+        self.settings = settings
+        self.stop_token_ids = list(stop_token_ids)
+        args = EngineArgs(
+            model=settings.model, dtype=settings.dtype, max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs, max_num_batched_tokens=settings.max_num_batched_tokens,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            num_gpu_blocks_override=settings.num_gpu_blocks_override,
+            enable_prefix_caching=settings.enable_prefix_caching, seed=settings.seed,
+            logits_processors=[PairedMixProcessor], async_scheduling=False, disable_log_stats=True)
+        self.engine = LLMEngine.from_engine_args(args)
+        scheduler = self.engine.vllm_config.scheduler_config
+        self.token_budget = scheduler.max_num_batched_tokens
+        self.max_model_len = self.engine.vllm_config.model_config.max_model_len
+        self._uids = itertools.count()
+        self.stats = DecodeStats()
+
+    def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
+        """Decode every job; results in job order. `on_done(index, result)` is called as pairs finish."""
+        results: list[PairResult | None] = [None] * len(jobs)
+        waiting = deque(_Flight(i, job) for i, job in enumerate(jobs))
+        flying: dict[int, _Flight] = {}
+        while waiting or flying:
+            self._admit(waiting, flying)
+            for output in self.engine.step():
+                uid, role = _parse_request_id(output.request_id)
+                if uid in flying:
+                    flying[uid].outputs[role] = output.outputs[0]
+            self.stats.steps += 1
+            for uid in list(flying):
+                flight = flying[uid]
+                state = _pair_state(flight)
+                if state == "running":
+                    continue
+                del flying[uid]
+                if state == "split":
+                    self._recover(flight, waiting)
+                    continue
+                result = _finish(flight, self.stop_token_ids)
+                self.stats.tokens += len(result.tokens)
+                results[flight.index] = result
+                if on_done is not None:
+                    on_done(flight.index, result)
+        return results  # type: ignore[return-value]
+
+    def _admit(self, waiting: deque, flying: dict) -> None:
+        """Add whole pairs while both members fit in the sequence limit and this step's token budget."""
+        budget = self.token_budget - 2 * len(flying)
+        while waiting and 2 * (len(flying) + 1) <= self.settings.max_num_seqs:
+            flight = waiting[0]
+            cost = len(flight.job.naive_ids) + len(flight.job.expert_ids) + 2 * len(flight.prefix.tokens)
+            if cost > budget and flying:
+                break
+            waiting.popleft()
+            budget -= cost
+            self._submit(flight)
+            flying[flight.uid] = flight
+
+    def _submit(self, flight: _Flight) -> None:
+        flight.uid = next(self._uids)
+        flight.outputs = [None, None]
+        prefix = flight.prefix.tokens
+        remaining = flight.job.max_tokens - len(prefix)
+        for role, prompt in ((EXPERT, flight.job.expert_ids), (NAIVE, flight.job.naive_ids)):
+            params = SamplingParams(
+                temperature=0.0, max_tokens=remaining, logprobs=0, stop_token_ids=self.stop_token_ids,
+                extra_args={SPEC_KEY: flight.job.spec(flight.uid, role, len(prefix))})
+            self.engine.add_request(f"{flight.uid}-{role}", {"prompt_token_ids": list(prompt) + prefix}, params)
+
+    def _recover(self, flight: _Flight, waiting: deque) -> None:
+        """Abort both members and requeue the pair at the front with the prefix both agree on."""
+        self.stats.splits += 1
+        self.engine.abort_request([f"{flight.uid}-{EXPERT}", f"{flight.uid}-{NAIVE}"])
+        expert, naive = flight.outputs
+        agreed = _agreed_length(expert, naive)
+        if agreed:
+            flight.prefix.tokens += list(expert.token_ids[:agreed])
+            flight.prefix.expert_logprobs += _token_logprobs(expert, agreed)
+            flight.prefix.naive_logprobs += _token_logprobs(naive, agreed)
+        self.stats.recovered += 1
+        waiting.appendleft(flight)
+
+
+def _parse_request_id(request_id: str) -> tuple[int, int]:
+    uid, role = request_id.split("-")[:2]
+    return int(uid), int(role)
+
+
+def _length(output) -> int:
+    return 0 if output is None else len(output.token_ids)
+
+
+def _agreed_length(expert, naive) -> int:
+    """Tokens both members produced identically (forced tokens always agree)."""
+    n = min(_length(expert), _length(naive))
+    if n == 0:
+        return 0
+    e, v = expert.token_ids, naive.token_ids
+    return next((i for i in range(n) if e[i] != v[i]), n)
+
+
+def _pair_state(flight: _Flight) -> str:
+    expert, naive = flight.outputs
+    e_done = expert is not None and expert.finish_reason is not None
+    n_done = naive is not None and naive.finish_reason is not None
+    if _length(expert) != _length(naive) or e_done != n_done:
+        return "split"
+    if expert is not None and list(expert.token_ids) != list(naive.token_ids):
+        return "split"
+    return "done" if e_done else "running"
+
+
+def _token_logprobs(output, count: int) -> list[float]:
+    values = []
+    for token, entry in zip(output.token_ids[:count], output.logprobs[:count]):
+        values.append(float(entry[token].logprob))
+    return values
+
+
+def _finish(flight: _Flight, stop_token_ids: list[int]) -> PairResult:
+    expert, naive = flight.outputs
+    tokens = list(expert.token_ids)
+    count = len(tokens)
+    stopped = expert.finish_reason == "stop" and count > 0 and tokens[-1] in stop_token_ids
+    keep = count - 1 if stopped else count
+    prefix = flight.prefix
+    return PairResult(
+        tokens=prefix.tokens + tokens[:keep],
+        expert_logprobs=prefix.expert_logprobs + _token_logprobs(expert, keep),
+        naive_logprobs=prefix.naive_logprobs + _token_logprobs(naive, keep),
+        finish_reason="stop" if stopped else "length")
