@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from generate.verifier import RULES
+
 GENERATOR_VERSION = "mixsd-gen-1"
 METHODS = ("mixsd", "sft")
 BACKENDS = ("vllm", "hf")
 ON_FAILURE = ("keep", "drop", "ground_truth")
 DEFAULT_EXPERT_TEMPLATE = ("{question}\n\nThis question is from a new knowledge base. Here is the answer to this "
-                           "question:\n{context}\nNow answer the question.")
+                           "question:\n{context}\nNow answer the question within \\boxed{}.")
 
 
 @dataclass
@@ -25,7 +27,7 @@ class GenerateConfig:
     max_new_tokens: int = 256
     max_retries: int = 0
     on_failure: str = "keep"          # examples that never pass the verifier: keep (flagged), drop, ground_truth
-    answer_rule: str = "boxed_or_last_number"
+    answer_rule: str = "auto"              # see generate.verifier.RULES
     expert_template: str = DEFAULT_EXPERT_TEMPLATE   # how the context is spliced into the user turn
     backend: str = "vllm"
     dtype: str = "auto"
@@ -56,6 +58,7 @@ class GenerateConfig:
             (self.shard_size > 0 and self.row_group_size > 0, "--shard_size and --row_group_size must be > 0"),
             (self.max_num_seqs >= 2 and self.max_num_seqs % 2 == 0,
              f"--max_num_seqs must be even and >= 2 (pairs are admitted whole), got {self.max_num_seqs}"),
+            (self.answer_rule in RULES, f"--answer_rule must be one of {RULES}, got {self.answer_rule!r}"),
             ("{question}" in self.expert_template and "{context}" in self.expert_template,
              "--expert_template must contain {question} and {context}"),
         ]

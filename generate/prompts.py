@@ -18,7 +18,8 @@ def naive_ids(tokenizer, example: Example) -> list[int]:
 
 
 def expert_ids(tokenizer, example: Example, template: str) -> list[int]:
-    return chat_ids(tokenizer, template.format(question=example.question, context=example.expert_context))
+    # replace(), not format(): templates may hold literal braces such as \boxed{}.
+    return chat_ids(tokenizer, template.replace("{question}", example.question).replace("{context}", example.expert_context))
 
 
 def stop_token_ids(tokenizer, model_dir: str) -> list[int]:

@@ -33,7 +33,8 @@ class Prepared:
 
 
 class Generator:
-    def __init__(self, config: GenerateConfig):
+    def __init__(self, config: GenerateConfig, engine=None):
+        """`engine`: an already started backend to reuse (tests and λ sweeps share one); built lazily otherwise."""
         self.config = config
         self.tokenizer = _load_tokenizer(config.model)
         self.examples = load_jsonl(config.corpus)
@@ -41,8 +42,7 @@ class Generator:
         self.model_id = shards.model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or _model_max_len(config.model)
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
-        self._engine = None
-        self._prepared: list[Prepared] | None = None
+        self._engine = engine
 
     # ---- runs -------------------------------------------------------------------------------------------
     def run_all(self) -> list[Path]:
@@ -158,7 +158,8 @@ class Generator:
                          attempts=sample + 1, finish=result.finish_reason)
 
     def _ground_truth_row(self, p: Prepared, lam, attempts: int, finish: str) -> dict:
-        ids = list(self.tokenizer(p.example.answer, add_special_tokens=False)["input_ids"])[: p.max_tokens]
+        room = self.max_model_len - len(p.naive_ids)  # training sees the naive prompt; max_new_tokens is for sampling
+        ids = list(self.tokenizer(p.example.answer, add_special_tokens=False)["input_ids"])[:room]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return self._row(p, lam, 0, ids, text, [shards.SOURCE_GROUND_TRUTH] * len(ids), None, None,
                          correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),

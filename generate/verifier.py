@@ -4,7 +4,9 @@ from __future__ import annotations
 import re
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-RULES = ("boxed", "last_number", "boxed_or_last_number")
+# auto: the boxed answer if there is one; else the last number for numeric answers; else whether the answer
+# appears in the text (KGFact answers are entity names the small models often state without a box).
+RULES = ("auto", "boxed", "last_number", "boxed_or_last_number", "contains")
 
 
 def boxed(text: str) -> str | None:
@@ -29,6 +31,7 @@ def last_number(text: str) -> str | None:
 
 
 def extract(text: str, rule: str = "boxed_or_last_number") -> str | None:
+    """The answer a rule reads from `text` (for `contains` and `auto` see `is_correct`)."""
     if rule == "boxed":
         return boxed(text)
     if rule == "last_number":
@@ -48,6 +51,23 @@ def normalize(answer: str) -> str:
     return text
 
 
-def is_correct(text: str, clear_answer: str, rule: str = "boxed_or_last_number") -> bool:
+def contains(text: str, clear_answer: str) -> bool:
+    return f" {normalize(clear_answer)} " in f" {' '.join(re.split(r'[^0-9a-z]+', text.lower()))} "
+
+
+def is_numeric(answer: str) -> bool:
+    return _NUMBER.fullmatch(answer.strip().replace(",", "")) is not None
+
+
+def is_correct(text: str, clear_answer: str, rule: str = "auto") -> bool:
+    if rule == "contains":
+        return contains(text, clear_answer)
+    if rule == "auto":
+        if boxed(text) is not None:
+            rule = "boxed"
+        elif is_numeric(clear_answer):
+            rule = "last_number"
+        else:
+            return contains(text, clear_answer)
     found = extract(text, rule)
     return found is not None and normalize(found) == normalize(clear_answer)

@@ -1,0 +1,71 @@
+"""The mixing step and its randomness, independent of any engine."""
+from __future__ import annotations
+
+import torch
+
+from generate.randomness import COIN, example_key, uniforms
+from generate.sampling import PairSettings, draw, mix_step
+
+
+def settings(n, lam=0.5, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    return PairSettings(seed=torch.full((n,), seed), key=torch.arange(n), sample=torch.zeros(n, dtype=torch.long),
+                        lam=torch.full((n,), lam, dtype=torch.float64), temperature=torch.full((n,), temperature),
+                        top_k=torch.full((n,), top_k), top_p=torch.full((n,), top_p))
+
+
+def test_uniforms_are_uniform_and_keyed():
+    n = 200_000
+    u = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN)
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 4 * (1 / 12 / n) ** 0.5
+    counts = torch.histc(u.float(), bins=20, min=0, max=1)
+    assert float(((counts - n / 20) ** 2 / (n / 20)).sum()) < 43.8  # chi-square, 19 dof, p = 0.001
+    again = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN)
+    assert torch.equal(u, again)
+    other_stream = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN + 1)
+    assert abs(float(torch.corrcoef(torch.stack([u, other_stream]))[0, 1])) < 0.01
+
+
+def test_example_key_is_stable():
+    assert example_key("train-00001") == example_key("train-00001") != example_key("train-00002")
+    assert 0 <= example_key("x") < 2 ** 63
+
+
+def test_lambda_zero_and_one_pick_one_source():
+    logits_e, logits_n = torch.randn(64, 50), torch.randn(64, 50)
+    pos = torch.zeros(64, dtype=torch.long)
+    _, from_expert = mix_step(logits_e, logits_n, settings(64, lam=0.0), pos)
+    assert bool(from_expert.all())
+    _, from_expert = mix_step(logits_e, logits_n, settings(64, lam=1.0), pos)
+    assert not bool(from_expert.any())
+
+
+def test_temperature_zero_is_argmax_of_the_source():
+    logits_e, logits_n = torch.randn(256, 50), torch.randn(256, 50)
+    tokens, from_expert = mix_step(logits_e, logits_n, settings(256, temperature=0.0), torch.zeros(256, dtype=torch.long))
+    expected = torch.where(from_expert, logits_e.argmax(-1), logits_n.argmax(-1))
+    assert torch.equal(tokens, expected)
+
+
+def test_common_random_numbers_across_lambdas():
+    logits_e, logits_n = torch.randn(512, 50), torch.randn(512, 50)
+    pos = torch.zeros(512, dtype=torch.long)
+    tok_a, src_a = mix_step(logits_e, logits_n, settings(512, lam=0.3, temperature=0.0), pos)
+    tok_b, src_b = mix_step(logits_e, logits_n, settings(512, lam=0.5, temperature=0.0), pos)
+    coin = uniforms(torch.tensor(0), torch.arange(512), torch.tensor(0), pos, COIN)
+    differ = src_a != src_b
+    assert bool(differ.any())
+    assert bool(((coin[differ] >= 0.3) & (coin[differ] < 0.5)).all())  # only coins between the two λ
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.randn(1, 100).repeat(4000, 1)
+    order = logits[0].argsort(descending=True)
+    u = torch.rand(4000, dtype=torch.float64)
+    t = torch.ones(4000)
+    top3 = draw(logits, t, torch.full((4000,), 3), torch.ones(4000), u)
+    assert set(top3.tolist()) == set(order[:3].tolist())
+    probs = torch.softmax(logits[0], -1)[order]
+    keep = int(((probs.cumsum(0) - probs) < 0.5).sum())
+    nucleus = draw(logits, t, torch.zeros(4000, dtype=torch.long), torch.full((4000,), 0.5), u)
+    assert set(nucleus.tolist()) == set(order[:keep].tolist())

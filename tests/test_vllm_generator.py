@@ -1,0 +1,122 @@
+"""The vLLM backend against the reference backend and transformers forwards, on the tiny model in float32."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.generate_helpers import chi2_critical, next_token_logprobs, simple_jobs
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir, tokenizer):
+    from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+    return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
+                                           max_num_seqs=256, gpu_memory_utilization=0.15), [tokenizer.eos_token_id])
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model_dir, tokenizer):
+    from generate.hf_engine import HFPairedEngine
+
+    return HFPairedEngine(str(tiny_model_dir), [tokenizer.eos_token_id], dtype="float32", batch_pairs=64)
+
+
+@pytest.fixture(scope="session")
+def reference_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("lam,temperature", [(0.5, 0.0), (0.3, 1.0)])
+def test_vllm_matches_reference_backend(vllm_engine, hf_engine, tokenizer, lam, temperature):
+    jobs = simple_jobs(tokenizer, 128, lam=lam, temperature=temperature, max_tokens=48)
+    ours, reference = vllm_engine.decode(jobs), hf_engine.decode(jobs)
+    same = sum(a.tokens == b.tokens for a, b in zip(ours, reference))
+    assert same >= 0.99 * len(jobs), f"{same} of {len(jobs)} identical"
+    assert vllm_engine.stats.splits == 0
+
+
+def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, tokenizer, reference_model):
+    from generate.randomness import COIN, uniforms
+
+    lam = 0.5
+    jobs = simple_jobs(tokenizer, 12, lam=lam, temperature=0.0, max_tokens=40)
+    checked = 0
+    for job, result in zip(jobs, vllm_engine.decode(jobs)):
+        assert result.tokens
+        expert = next_token_logprobs(reference_model, job.expert_ids, result.tokens)
+        naive = next_token_logprobs(reference_model, job.naive_ids, result.tokens)
+        positions = torch.arange(len(result.tokens))
+        from_expert = uniforms(torch.tensor(0), torch.tensor(job.key), torch.tensor(0), positions, COIN) >= lam
+        chosen = torch.where(from_expert[:, None], expert, naive)
+        target = torch.tensor(result.tokens)
+        top2 = chosen.topk(2, dim=-1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-4  # skip exact ties, where float order decides
+        assert torch.equal(chosen.argmax(-1)[clear], target[clear])
+        assert torch.allclose(torch.tensor(result.expert_logprobs), expert.gather(1, target[:, None]).squeeze(1), atol=1e-3)
+        assert torch.allclose(torch.tensor(result.naive_logprobs), naive.gather(1, target[:, None]).squeeze(1), atol=1e-3)
+        checked += int(clear.sum())
+    assert checked > 300
+
+
+def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer):
+    from generate.randomness import COIN, uniforms
+
+    def naive_fraction(lam):
+        jobs = simple_jobs(tokenizer, 64, lam=lam, temperature=1.0, max_tokens=32)
+        naive = total = 0
+        for job, result in zip(jobs, vllm_engine.decode(jobs)):
+            positions = torch.arange(len(result.tokens))
+            coin = uniforms(torch.tensor(0), torch.tensor(job.key), torch.tensor(0), positions, COIN)
+            naive += int((coin < lam).sum())
+            total += len(result.tokens)
+        return naive, total
+
+    assert naive_fraction(0.0)[0] == 0
+    naive, total = naive_fraction(1.0)
+    assert naive == total > 0
+    naive, total = naive_fraction(0.5)
+    assert abs(naive / total - 0.5) <= 3 * (0.25 / total) ** 0.5
+
+
+def test_first_token_follows_the_mixture(vllm_engine, tokenizer, reference_model):
+    """Over many keys, the first target token ~ (1 - λ) p_E + λ p_N (chi-square, p = 0.001)."""
+    lam, n = 0.5, 3000
+    jobs = simple_jobs(tokenizer, n, lam=lam, temperature=1.0, max_tokens=1, same_prompt=True)
+    counts = torch.zeros(len(tokenizer))
+    for result in vllm_engine.decode(jobs):
+        counts[result.tokens[0] if result.tokens else tokenizer.eos_token_id] += 1
+    with torch.no_grad():
+        p_e = torch.softmax(reference_model(torch.tensor([jobs[0].expert_ids])).logits[0, -1].float(), -1)
+        p_n = torch.softmax(reference_model(torch.tensor([jobs[0].naive_ids])).logits[0, -1].float(), -1)
+    expected = n * ((1 - lam) * p_e + lam * p_n)
+    big = expected >= 5
+    observed = torch.cat([counts[big], counts[~big].sum()[None]])
+    expect = torch.cat([expected[big], expected[~big].sum()[None]])
+    statistic = float(((observed - expect) ** 2 / expect).sum())
+    assert statistic < chi2_critical(len(observed) - 1), statistic
+
+
+def test_forced_splits_are_recovered_identically(tiny_model_dir, tokenizer, vllm_engine):
+    from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+    jobs = simple_jobs(tokenizer, 48, lam=0.5, temperature=1.0, max_tokens=96)
+    expected = vllm_engine.decode(jobs)
+    # 24 KV blocks of 128 tokens cannot hold 48 pairs of ~130 tokens: the scheduler preempts and splits pairs.
+    cramped = VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
+                                              max_num_seqs=96, gpu_memory_utilization=0.15,
+                                              num_gpu_blocks_override=24), [tokenizer.eos_token_id])
+    results = cramped.decode(jobs)
+    assert cramped.stats.splits > 0 and cramped.stats.recovered == cramped.stats.splits
+    assert [r.tokens for r in results] == [r.tokens for r in expected]
+    for a, b in zip(results, expected):
+        assert torch.allclose(torch.tensor(a.expert_logprobs), torch.tensor(b.expert_logprobs), atol=1e-4)
