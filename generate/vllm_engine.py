@@ -23,6 +23,7 @@ from typing import Callable  # noqa: E402
 
 import torch  # noqa: E402
 from vllm import EngineArgs, SamplingParams  # noqa: E402
+from vllm.sampling_params import RequestOutputKind  # noqa: E402
 from vllm.v1.engine.llm_engine import LLMEngine  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality  # noqa: E402
 
@@ -136,18 +137,42 @@ class EngineSettings:
     gpu_memory_utilization: float = 0.3
     num_gpu_blocks_override: int | None = None
     enable_prefix_caching: bool = True
+    ignore_eos: bool = False   # benchmarks: fixed lengths
     seed: int = 0
 
 
 @dataclass
 class _Flight:
-    """One pair in the engine: its job, the agreed prefix so far, and the two live request ids."""
+    """One pair in the engine: its job, the agreed prefix, and what each member has produced since submission."""
 
     index: int
     job: PairJob
     prefix: PairResult = field(default_factory=PairResult)
     uid: int = -1
-    outputs: list = field(default_factory=lambda: [None, None])  # latest CompletionOutput per role
+    tokens: tuple = field(default_factory=lambda: ([], []))
+    logprobs: tuple = field(default_factory=lambda: ([], []))
+    finished: list = field(default_factory=lambda: [None, None])
+
+    def reset(self, uid: int) -> None:
+        self.uid, self.tokens, self.logprobs, self.finished = uid, ([], []), ([], []), [None, None]
+
+    def extend(self, role: int, output) -> None:
+        """Append a DELTA output: the new tokens and their raw logprobs."""
+        new = list(output.token_ids)
+        self.tokens[role].extend(new)
+        self.logprobs[role].extend(float(entry[token].logprob) for token, entry in zip(new, output.logprobs))
+        if output.finish_reason is not None:
+            self.finished[role] = output.finish_reason
+
+    def state(self) -> str:
+        """running, done, or split. Forced tokens make members agree step by step, so lengths, finish states
+        and the last token suffice: a difference shows up at the step it happens."""
+        expert, naive = self.tokens
+        if len(expert) != len(naive) or (self.finished[EXPERT] is None) != (self.finished[NAIVE] is None):
+            return "split"
+        if expert and expert[-1] != naive[-1]:
+            return "split"
+        return "done" if self.finished[EXPERT] is not None else "running"
 
 
 @dataclass
@@ -190,11 +215,11 @@ class VLLMPairedEngine:
             for output in self.engine.step():
                 uid, role = _parse_request_id(output.request_id)
                 if uid in flying:
-                    flying[uid].outputs[role] = output.outputs[0]
+                    flying[uid].extend(role, output.outputs[0])
             self.stats.steps += 1
             for uid in list(flying):
                 flight = flying[uid]
-                state = _pair_state(flight)
+                state = flight.state()
                 if state == "running":
                     continue
                 del flying[uid]
@@ -222,13 +247,13 @@ class VLLMPairedEngine:
             flying[flight.uid] = flight
 
     def _submit(self, flight: _Flight) -> None:
-        flight.uid = next(self._uids)
-        flight.outputs = [None, None]
+        flight.reset(next(self._uids))
         prefix = flight.prefix.tokens
         remaining = flight.job.max_tokens - len(prefix)
         for role, prompt in ((EXPERT, flight.job.expert_ids), (NAIVE, flight.job.naive_ids)):
             params = SamplingParams(
                 temperature=0.0, max_tokens=remaining, logprobs=0, stop_token_ids=self.stop_token_ids,
+                ignore_eos=self.settings.ignore_eos, output_kind=RequestOutputKind.DELTA, detokenize=False,
                 extra_args={SPEC_KEY: flight.job.spec(flight.uid, role, len(prefix))})
             self.engine.add_request(f"{flight.uid}-{role}", {"prompt_token_ids": list(prompt) + prefix}, params)
 
@@ -236,12 +261,10 @@ class VLLMPairedEngine:
         """Abort both members and requeue the pair at the front with the prefix both agree on."""
         self.stats.splits += 1
         self.engine.abort_request([f"{flight.uid}-{EXPERT}", f"{flight.uid}-{NAIVE}"])
-        expert, naive = flight.outputs
-        agreed = _agreed_length(expert, naive)
-        if agreed:
-            flight.prefix.tokens += list(expert.token_ids[:agreed])
-            flight.prefix.expert_logprobs += _token_logprobs(expert, agreed)
-            flight.prefix.naive_logprobs += _token_logprobs(naive, agreed)
+        agreed = _agreed_length(*flight.tokens)
+        flight.prefix.tokens += flight.tokens[EXPERT][:agreed]
+        flight.prefix.expert_logprobs += flight.logprobs[EXPERT][:agreed]
+        flight.prefix.naive_logprobs += flight.logprobs[NAIVE][:agreed]
         self.stats.recovered += 1
         waiting.appendleft(flight)
 
@@ -251,46 +274,19 @@ def _parse_request_id(request_id: str) -> tuple[int, int]:
     return int(uid), int(role)
 
 
-def _length(output) -> int:
-    return 0 if output is None else len(output.token_ids)
-
-
-def _agreed_length(expert, naive) -> int:
+def _agreed_length(expert: list[int], naive: list[int]) -> int:
     """Tokens both members produced identically (forced tokens always agree)."""
-    n = min(_length(expert), _length(naive))
-    if n == 0:
-        return 0
-    e, v = expert.token_ids, naive.token_ids
-    return next((i for i in range(n) if e[i] != v[i]), n)
-
-
-def _pair_state(flight: _Flight) -> str:
-    expert, naive = flight.outputs
-    e_done = expert is not None and expert.finish_reason is not None
-    n_done = naive is not None and naive.finish_reason is not None
-    if _length(expert) != _length(naive) or e_done != n_done:
-        return "split"
-    if expert is not None and list(expert.token_ids) != list(naive.token_ids):
-        return "split"
-    return "done" if e_done else "running"
-
-
-def _token_logprobs(output, count: int) -> list[float]:
-    values = []
-    for token, entry in zip(output.token_ids[:count], output.logprobs[:count]):
-        values.append(float(entry[token].logprob))
-    return values
+    n = min(len(expert), len(naive))
+    return next((i for i in range(n) if expert[i] != naive[i]), n)
 
 
 def _finish(flight: _Flight, stop_token_ids: list[int]) -> PairResult:
-    expert, naive = flight.outputs
-    tokens = list(expert.token_ids)
-    count = len(tokens)
-    stopped = expert.finish_reason == "stop" and count > 0 and tokens[-1] in stop_token_ids
-    keep = count - 1 if stopped else count
+    tokens = flight.tokens[EXPERT]
+    stopped = flight.finished[EXPERT] == "stop" and bool(tokens) and tokens[-1] in stop_token_ids
+    keep = len(tokens) - 1 if stopped else len(tokens)
     prefix = flight.prefix
     return PairResult(
         tokens=prefix.tokens + tokens[:keep],
-        expert_logprobs=prefix.expert_logprobs + _token_logprobs(expert, keep),
-        naive_logprobs=prefix.naive_logprobs + _token_logprobs(naive, keep),
+        expert_logprobs=prefix.expert_logprobs + flight.logprobs[EXPERT][:keep],
+        naive_logprobs=prefix.naive_logprobs + flight.logprobs[NAIVE][:keep],
         finish_reason="stop" if stopped else "length")

@@ -113,7 +113,7 @@ def test_forced_splits_are_recovered_identically(tiny_model_dir, tokenizer, vllm
     expected = vllm_engine.decode(jobs)
     # 24 KV blocks of 128 tokens cannot hold 48 pairs of ~130 tokens: the scheduler preempts and splits pairs.
     cramped = VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
-                                              max_num_seqs=96, gpu_memory_utilization=0.15,
+                                              max_num_seqs=96, gpu_memory_utilization=0.25,
                                               num_gpu_blocks_override=24), [tokenizer.eos_token_id])
     results = cramped.decode(jobs)
     assert cramped.stats.splits > 0 and cramped.stats.recovered == cramped.stats.splits

@@ -1,0 +1,93 @@
+"""Throughput of paired MixSD decoding against plain vLLM decoding on the same engine, and of the reference
+backend. Prints measured numbers; asserts nothing.
+
+    python benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
+    python benchmarks/bench_generate.py --model models/smollm2-135m-instruct --pairs 64 --tokens 32
+"""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+import fire  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from generate.pairs import PairJob  # noqa: E402
+from generate.prompts import chat_ids  # noqa: E402
+
+
+def make_jobs(tokenizer, pairs: int, tokens: int) -> list[PairJob]:
+    return [PairJob(chat_ids(tokenizer, f"Where was person {i} born?"),
+                    chat_ids(tokenizer, f"Where was person {i} born?\n\nHere is the answer: The answer is Zendravik {i}."),
+                    key=i, sample=0, seed=0, lam=0.5, temperature=0.0, top_k=0, top_p=1.0, max_tokens=tokens)
+            for i in range(pairs)]
+
+
+def plain_decode(engine, prompts: list[list[int]], tokens: int) -> float:
+    """Seconds to decode every prompt independently (no logits processor work), all in flight together."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, output_kind=RequestOutputKind.DELTA,
+                            detokenize=False)  # as the paired engine: text is decoded once, by the caller
+    start = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        engine.add_request(f"plain-{i}-{start}", {"prompt_token_ids": prompt}, params)
+    while engine.has_unfinished_requests():
+        engine.step()
+    return time.perf_counter() - start
+
+
+def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "auto", reference_pairs: int = 32,
+         gpu_memory_utilization: float = 0.3) -> None:
+    from generate.hf_engine import HFPairedEngine
+    from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+    if model == "tiny":
+        from mixsd.debug_model import write_debug_model
+
+        model = str(write_debug_model(tempfile.mkdtemp(prefix="bench-tiny-")))
+        dtype = "float32"
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    jobs = make_jobs(tokenizer, pairs, tokens)
+    paired = VLLMPairedEngine(EngineSettings(model=model, dtype=dtype, max_model_len=1024, max_num_seqs=2 * pairs,
+                                             gpu_memory_utilization=gpu_memory_utilization, ignore_eos=True), [])
+    prompts = [j.naive_ids for j in jobs] + [j.expert_ids for j in jobs]
+    plain_decode(paired.engine, prompts[:8], 4)  # warm-up: compilation and first-step costs out of the timings
+    paired.decode(jobs[:4])
+
+    plain_s = plain_decode(paired.engine, prompts, tokens)
+    start = time.perf_counter()
+    results = paired.decode(jobs)
+    mixsd_s = time.perf_counter() - start
+    assert all(len(r.tokens) == tokens for r in results)
+    sequence_tokens = 2 * pairs * tokens  # both setups run 2N sequences of `tokens` tokens
+    plain_tps, mixsd_tps = sequence_tokens / plain_s, sequence_tokens / mixsd_s
+
+    reference = HFPairedEngine(model, [], dtype=dtype if dtype != "auto" else "bfloat16", batch_pairs=reference_pairs)
+    ref_jobs = jobs[:reference_pairs]
+    start = time.perf_counter()
+    reference.decode(ref_jobs)
+    ref_s = time.perf_counter() - start
+    ref_tps = 2 * len(ref_jobs) * tokens / ref_s
+    # The vLLM rate at the same number of pairs as the reference, for a like-for-like ratio.
+    start = time.perf_counter()
+    paired.decode(ref_jobs)
+    vllm_small_tps = 2 * len(ref_jobs) * tokens / (time.perf_counter() - start)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {model} ({dtype})")
+    print(f"pairs in flight: {pairs}, tokens per sequence: {tokens}, splits: {paired.stats.splits}")
+    print(f"plain vLLM, {2 * pairs} sequences : {plain_tps:10.1f} tokens/s ({plain_s:.2f} s)")
+    print(f"MixSD vLLM, {pairs} pairs      : {mixsd_tps:10.1f} tokens/s ({mixsd_s:.2f} s)")
+    print(f"ratio MixSD / plain          : {mixsd_tps / plain_tps:10.3f}")
+    print(f"reference backend, {len(ref_jobs)} pairs : {ref_tps:10.1f} tokens/s")
+    print(f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
+          f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
