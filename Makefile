@@ -37,7 +37,7 @@ generate: base corpus
 # Numbers are printed, never asserted; record them in docs/benchmarks.md.
 bench-generate: install base
 	$(PY) benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
-	$(PY) benchmarks/bench_generate.py --model $(BASE_DIR) --pairs 64 --tokens 32 --reference_pairs 16
+	$(PY) benchmarks/bench_generate.py --model $(BASE_DIR) --pairs 256 --tokens 32 --reference_pairs 32
 
 demo: install base corpus
 

@@ -27,13 +27,14 @@ def make_jobs(tokenizer, pairs: int, tokens: int) -> list[PairJob]:
             for i in range(pairs)]
 
 
-def plain_decode(engine, prompts: list[list[int]], tokens: int) -> float:
+def plain_decode(engine, prompts: list[list[int]], tokens: int, logprobs: bool = False) -> float:
     """Seconds to decode every prompt independently (no logits processor work), all in flight together."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, output_kind=RequestOutputKind.DELTA,
-                            detokenize=False)  # as the paired engine: text is decoded once, by the caller
+                            detokenize=False,  # as the paired engine: text is decoded once, by the caller
+                            logprobs=0 if logprobs else None, flat_logprobs=True)
     start = time.perf_counter()
     for i, prompt in enumerate(prompts):
         engine.add_request(f"plain-{i}-{start}", {"prompt_token_ids": prompt}, params)
@@ -60,13 +61,16 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
     plain_decode(paired.engine, prompts[:8], 4)  # warm-up: compilation and first-step costs out of the timings
     paired.decode(jobs[:4])
 
-    plain_s = plain_decode(paired.engine, prompts, tokens)
-    start = time.perf_counter()
-    results = paired.decode(jobs)
-    mixsd_s = time.perf_counter() - start
-    assert all(len(r.tokens) == tokens for r in results)
     sequence_tokens = 2 * pairs * tokens  # both setups run 2N sequences of `tokens` tokens
-    plain_tps, mixsd_tps = sequence_tokens / plain_s, sequence_tokens / mixsd_s
+    rates = {}
+    for logprobs in (False, True):
+        rates["plain", logprobs] = sequence_tokens / plain_decode(paired.engine, prompts, tokens, logprobs)
+        paired.settings.logprobs = logprobs
+        start = time.perf_counter()
+        results = paired.decode(jobs)
+        rates["mixsd", logprobs] = sequence_tokens / (time.perf_counter() - start)
+        assert all(len(r.tokens) == tokens for r in results)
+    mixsd_tps = rates["mixsd", True]
 
     reference = HFPairedEngine(model, [], dtype=dtype if dtype != "auto" else "bfloat16", batch_pairs=reference_pairs)
     ref_jobs = jobs[:reference_pairs]
@@ -81,9 +85,13 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {model} ({dtype})")
     print(f"pairs in flight: {pairs}, tokens per sequence: {tokens}, splits: {paired.stats.splits}")
-    print(f"plain vLLM, {2 * pairs} sequences : {plain_tps:10.1f} tokens/s ({plain_s:.2f} s)")
-    print(f"MixSD vLLM, {pairs} pairs      : {mixsd_tps:10.1f} tokens/s ({mixsd_s:.2f} s)")
-    print(f"ratio MixSD / plain          : {mixsd_tps / plain_tps:10.3f}")
+    for logprobs in (False, True):
+        label = "with logprobs   " if logprobs else "without logprobs"
+        plain, mixsd = rates["plain", logprobs], rates["mixsd", logprobs]
+        print(f"{label}: plain vLLM {2 * pairs} sequences {plain:9.1f} tokens/s | MixSD {pairs} pairs "
+              f"{mixsd:9.1f} tokens/s | ratio {mixsd / plain:.3f}")
+    print(f"MixSD as configured by default (logprobs stored) / plain without logprobs: "
+          f"{rates['mixsd', True] / rates['plain', False]:.3f}")
     print(f"reference backend, {len(ref_jobs)} pairs : {ref_tps:10.1f} tokens/s")
     print(f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
           f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)")

@@ -41,7 +41,7 @@ class HFPairedEngine:
         pairs = len(jobs)
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
         ids, mask = _left_pad(prompts, self.device)
-        settings = _settings(jobs, self.device)
+        settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
         limit = torch.tensor([j.max_tokens for j in jobs], device=self.device)
         results = [PairResult() for _ in jobs]
         active = torch.ones(pairs, dtype=torch.bool, device=self.device)
@@ -86,13 +86,3 @@ def _left_pad(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Ten
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
     return ids.to(device), mask.to(device)
-
-
-def _settings(jobs: list[PairJob], device) -> PairSettings:
-    def column(name, dtype):
-        return torch.tensor([getattr(j, name) for j in jobs], dtype=dtype, device=device)
-
-    return PairSettings(seed=column("seed", torch.int64), key=column("key", torch.int64),
-                        sample=column("sample", torch.int64), lam=column("lam", torch.float64),
-                        temperature=column("temperature", torch.float32), top_k=column("top_k", torch.int64),
-                        top_p=column("top_p", torch.float32))

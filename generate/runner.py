@@ -14,6 +14,7 @@ from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
 from generate.randomness import COIN, example_key, uniforms
 from generate.verifier import is_correct
+from mixsd.checksums import file_sha256
 from mixsd.config import to_dict
 from mixsd.versions import versions
 
@@ -38,7 +39,7 @@ class Generator:
         self.config = config
         self.tokenizer = _load_tokenizer(config.model)
         self.examples = load_jsonl(config.corpus)
-        self.corpus_sha256 = shards.file_sha256(Path(config.corpus))
+        self.corpus_sha256 = file_sha256(config.corpus)
         self.model_id = shards.model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or _model_max_len(config.model)
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
@@ -76,7 +77,7 @@ class Generator:
         shards.save_manifest(run_dir, manifest)
         totals = manifest["totals"]
         print(f"{run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
-              f"{totals['splits']} splits recovered, {totals['tokens_per_s']:.1f} target tokens/s")
+              f"{totals['splits']} splits ({totals['recovered']} pairs recovered), {totals['tokens_per_s']:.1f} target tokens/s")
         return run_dir
 
     def _fresh_manifest(self, lam, digest: str, settings: dict) -> dict:
@@ -106,7 +107,7 @@ class Generator:
         # Retries change only the coins and draws; with λ in {0, 1} at temperature 0 they cannot change anything.
         retries = 0 if (cfg.temperature == 0 and lam in (0.0, 1.0)) else cfg.max_retries
         engine = self._get_engine()
-        splits_before = getattr(getattr(engine, "stats", None), "splits", 0)
+        splits_before = _split_counts(engine)
         final: dict[int, dict] = {}
         pending = list(range(len(usable)))
         tokens = retried = 0
@@ -132,8 +133,9 @@ class Generator:
             if not row["correct"] and cfg.on_failure == "ground_truth":
                 row = self._ground_truth_row(usable[i], lam, attempts=row["attempts"], finish="ground_truth_fallback")
             rows.append(row)
-        splits = getattr(getattr(engine, "stats", None), "splits", 0) - splits_before
-        return rows, {"skipped": skipped, "counts": _counts(rows, tokens, retried, splits) | {"dropped": dropped}}
+        splits, recovered = (after - before for after, before in zip(_split_counts(engine), splits_before))
+        counts = _counts(rows, tokens, retried, splits) | {"recovered": recovered, "dropped": dropped}
+        return rows, {"skipped": skipped, "counts": counts}
 
     def _prepare(self, example: Example) -> Prepared:
         naive = prompts.naive_ids(self.tokenizer, example)
@@ -152,7 +154,8 @@ class Generator:
         coin = uniforms(torch.tensor(self.config.seed), torch.tensor(example_key(p.example.id)),
                         torch.tensor(sample), positions, COIN)
         source = (coin >= lam).to(torch.int8).tolist()
-        return self._row(p, lam, sample, result.tokens, text, source, result.expert_logprobs, result.naive_logprobs,
+        expert_lp, naive_lp = (result.expert_logprobs, result.naive_logprobs) if self.config.logprobs else (None, None)
+        return self._row(p, lam, sample, result.tokens, text, source, expert_lp, naive_lp,
                          correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
                          attempts=sample + 1, finish=result.finish_reason)
 
@@ -188,7 +191,8 @@ class Generator:
                 self._engine = VLLMPairedEngine(EngineSettings(
                     model=cfg.model, dtype=cfg.dtype, max_model_len=self.max_model_len, max_num_seqs=cfg.max_num_seqs,
                     gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, seed=cfg.seed), self.stop_ids)
+                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, logprobs=cfg.logprobs, seed=cfg.seed),
+                    self.stop_ids)
         return self._engine
 
 
@@ -224,13 +228,19 @@ def _too_long(p: Prepared, limit: int) -> str:
             f"within max_model_len {limit}")
 
 
+def _split_counts(engine) -> tuple[int, int]:
+    """(split events, pairs recovered) so far; the reference backend never splits a pair."""
+    stats = getattr(engine, "stats", None)
+    return (stats.splits, stats.recovered) if stats is not None else (0, 0)
+
+
 def _counts(rows: list[dict], tokens: int, retried: int, splits: int) -> dict:
     return {"rows": len(rows), "correct": sum(r["correct"] for r in rows), "generated_tokens": tokens,
             "retried": retried, "splits": splits}
 
 
 def _accumulate(totals: dict, counts: dict, seconds: float) -> None:
-    for key in ("correct", "generated_tokens", "retried", "splits", "dropped"):
+    for key in ("correct", "generated_tokens", "retried", "splits", "recovered", "dropped"):
         totals[key] = totals.get(key, 0) + counts.get(key, 0)
     totals["seconds"] = round(totals.get("seconds", 0.0) + seconds, 3)
     totals["tokens_per_s"] = totals["generated_tokens"] / totals["seconds"] if totals["seconds"] else 0.0

@@ -24,6 +24,17 @@ class PairSettings:
     top_k: torch.Tensor
     top_p: torch.Tensor        # float32
 
+    @classmethod
+    def stack(cls, specs: list[dict], device) -> "PairSettings":
+        """From per-pair spec dicts (`PairJob.spec`), as the backends receive them."""
+        def column(name, dtype):
+            return torch.tensor([s[name] for s in specs], dtype=dtype, device=device)
+
+        return cls(seed=column("seed", torch.int64), key=column("key", torch.int64),
+                   sample=column("sample", torch.int64), lam=column("lam", torch.float64),
+                   temperature=column("temperature", torch.float32), top_k=column("top_k", torch.int64),
+                   top_p=column("top_p", torch.float32))
+
 
 def draw(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
          u: torch.Tensor) -> torch.Tensor:
@@ -67,12 +78,15 @@ def _filtered_sample(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Ten
 
 
 def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: PairSettings,
-             position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token, from_expert) per pair at target `position`: the naive draw with probability λ."""
+             position: torch.Tensor, any_sampled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token, from_expert) per pair at target `position`: the naive draw with probability λ.
+    `any_sampled=False` (every pair at temperature 0) skips hashing the uniforms no argmax needs."""
     args = (settings.seed, settings.key, settings.sample, position)
     coin = uniforms(*args, COIN)
-    expert = draw(expert_logits, settings.temperature, settings.top_k, settings.top_p, uniforms(*args, EXPERT_DRAW))
-    naive = draw(naive_logits, settings.temperature, settings.top_k, settings.top_p, uniforms(*args, NAIVE_DRAW))
+    u_expert = uniforms(*args, EXPERT_DRAW) if any_sampled else coin
+    u_naive = uniforms(*args, NAIVE_DRAW) if any_sampled else coin
+    expert = draw(expert_logits, settings.temperature, settings.top_k, settings.top_p, u_expert)
+    naive = draw(naive_logits, settings.temperature, settings.top_k, settings.top_p, u_naive)
     from_expert = coin >= settings.lam
     return torch.where(from_expert, expert, naive), from_expert
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mixsd.atomic import atomic_path, write_json
+from mixsd.checksums import file_sha256
 
 SCHEMA = pa.schema([
     ("example_id", pa.string()), ("sample_index", pa.int32()), ("split", pa.string()), ("method", pa.string()),
@@ -27,14 +28,6 @@ MANIFEST = "manifest.json"
 
 class RunDirError(ValueError):
     """A run directory that must not be written into."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class _Plan:
     settings: PairSettings
     expert_outputs: list[list[int]]
     naive_outputs: list[list[int]]
+    any_sampled: bool  # False when every pair decodes at temperature 0: no draw uniforms needed
 
 
 class PairedMixProcessor(LogitsProcessor):
@@ -94,19 +95,14 @@ class PairedMixProcessor(LogitsProcessor):
         complete = [p for p in pairs.values() if p[EXPERT] is not None and p[NAIVE] is not None]
         specs = [p[EXPERT][1].spec for p in complete]
 
-        def column(name, dtype):
-            return torch.tensor([s[name] for s in specs], dtype=dtype, device=self.device)
-
-        settings = PairSettings(
-            seed=column("seed", torch.int64), key=column("key", torch.int64), sample=column("sample", torch.int64),
-            lam=column("lam", torch.float64), temperature=column("temperature", torch.float32),
-            top_k=column("top_k", torch.int64), top_p=column("top_p", torch.float32))
         return _Plan(
             expert_rows=torch.tensor([p[EXPERT][0] for p in complete], dtype=torch.long, device=self.device),
             naive_rows=torch.tensor([p[NAIVE][0] for p in complete], dtype=torch.long, device=self.device),
-            offset=column("offset", torch.int64), settings=settings,
+            offset=torch.tensor([s["offset"] for s in specs], dtype=torch.int64, device=self.device),
+            settings=PairSettings.stack(specs, self.device),
             expert_outputs=[p[EXPERT][1].output_ids for p in complete],
-            naive_outputs=[p[NAIVE][1].output_ids for p in complete])
+            naive_outputs=[p[NAIVE][1].output_ids for p in complete],
+            any_sampled=any(s["temperature"] > 0 for s in specs))
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
@@ -119,10 +115,13 @@ class PairedMixProcessor(LogitsProcessor):
         # Members whose outputs differ in length are out of step: leave them alone, the driver recovers them.
         in_step = expert_len == naive_len
         tokens, _ = mix_step(logits[plan.expert_rows], logits[plan.naive_rows], plan.settings,
-                             plan.offset + expert_len)
+                             plan.offset + expert_len, plan.any_sampled)
         rows = torch.cat([plan.expert_rows[in_step], plan.naive_rows[in_step]])
         chosen = tokens[in_step].repeat(2)
-        logits[rows] = float("-inf")
+        if len(rows) == logits.shape[0]:
+            logits.fill_(float("-inf"))  # the usual case: every row belongs to a pair in step
+        else:
+            logits[rows] = float("-inf")
         logits[rows, chosen] = 0.0  # a one-hot mask survives temperature, top-k/top-p and penalties
         return logits
 
@@ -138,6 +137,7 @@ class EngineSettings:
     num_gpu_blocks_override: int | None = None
     enable_prefix_caching: bool = True
     ignore_eos: bool = False   # benchmarks: fixed lengths
+    logprobs: bool = True      # raw log p_E / log p_N of each forced token; costs vLLM bookkeeping per token
     seed: int = 0
 
 
@@ -149,6 +149,7 @@ class _Flight:
     job: PairJob
     prefix: PairResult = field(default_factory=PairResult)
     uid: int = -1
+    splits: int = 0
     tokens: tuple = field(default_factory=lambda: ([], []))
     logprobs: tuple = field(default_factory=lambda: ([], []))
     finished: list = field(default_factory=lambda: [None, None])
@@ -160,7 +161,15 @@ class _Flight:
         """Append a DELTA output: the new tokens and their raw logprobs."""
         new = list(output.token_ids)
         self.tokens[role].extend(new)
-        self.logprobs[role].extend(float(entry[token].logprob) for token, entry in zip(new, output.logprobs))
+        if output.logprobs is None:
+            return self._finished(role, output)
+        values = output.logprobs.logprobs  # FlatLogprobs: with logprobs=0, one value (the sampled token's) a position
+        if len(values) != len(new):
+            raise RuntimeError(f"expected one logprob per new token, got {len(values)} for {len(new)}")
+        self.logprobs[role].extend(values)
+        self._finished(role, output)
+
+    def _finished(self, role: int, output) -> None:
         if output.finish_reason is not None:
             self.finished[role] = output.finish_reason
 
@@ -177,8 +186,8 @@ class _Flight:
 
 @dataclass
 class DecodeStats:
-    splits: int = 0
-    recovered: int = 0
+    splits: int = 0      # split events (a pair can split more than once)
+    recovered: int = 0   # pairs that finished after at least one split
     steps: int = 0
     tokens: int = 0
 
@@ -203,6 +212,7 @@ class VLLMPairedEngine:
         self.token_budget = scheduler.max_num_batched_tokens
         self.max_model_len = self.engine.vllm_config.model_config.max_model_len
         self._uids = itertools.count()
+        self._requests: dict[str, tuple[int, int]] = {}  # request id -> (pair uid, role)
         self.stats = DecodeStats()
 
     def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
@@ -213,7 +223,7 @@ class VLLMPairedEngine:
         while waiting or flying:
             self._admit(waiting, flying)
             for output in self.engine.step():
-                uid, role = _parse_request_id(output.request_id)
+                uid, role = self._requests.get(output.request_id, (None, None))
                 if uid in flying:
                     flying[uid].extend(role, output.outputs[0])
             self.stats.steps += 1
@@ -223,11 +233,13 @@ class VLLMPairedEngine:
                 if state == "running":
                     continue
                 del flying[uid]
+                self._forget(uid)
                 if state == "split":
                     self._recover(flight, waiting)
                     continue
                 result = _finish(flight, self.stop_token_ids)
                 self.stats.tokens += len(result.tokens)
+                self.stats.recovered += flight.splits > 0
                 results[flight.index] = result
                 if on_done is not None:
                     on_done(flight.index, result)
@@ -252,26 +264,29 @@ class VLLMPairedEngine:
         remaining = flight.job.max_tokens - len(prefix)
         for role, prompt in ((EXPERT, flight.job.expert_ids), (NAIVE, flight.job.naive_ids)):
             params = SamplingParams(
-                temperature=0.0, max_tokens=remaining, logprobs=0, stop_token_ids=self.stop_token_ids,
+                temperature=0.0, max_tokens=remaining, logprobs=0 if self.settings.logprobs else None,
+                stop_token_ids=self.stop_token_ids,
                 ignore_eos=self.settings.ignore_eos, output_kind=RequestOutputKind.DELTA, detokenize=False,
+                flat_logprobs=True,
                 extra_args={SPEC_KEY: flight.job.spec(flight.uid, role, len(prefix))})
-            self.engine.add_request(f"{flight.uid}-{role}", {"prompt_token_ids": list(prompt) + prefix}, params)
+            request_id = f"{flight.uid}-{role}"
+            self._requests[request_id] = (flight.uid, role)
+            self.engine.add_request(request_id, {"prompt_token_ids": list(prompt) + prefix}, params)
+
+    def _forget(self, uid: int) -> None:
+        for role in (EXPERT, NAIVE):
+            self._requests.pop(f"{uid}-{role}", None)
 
     def _recover(self, flight: _Flight, waiting: deque) -> None:
         """Abort both members and requeue the pair at the front with the prefix both agree on."""
         self.stats.splits += 1
+        flight.splits += 1
         self.engine.abort_request([f"{flight.uid}-{EXPERT}", f"{flight.uid}-{NAIVE}"])
         agreed = _agreed_length(*flight.tokens)
         flight.prefix.tokens += flight.tokens[EXPERT][:agreed]
         flight.prefix.expert_logprobs += flight.logprobs[EXPERT][:agreed]
         flight.prefix.naive_logprobs += flight.logprobs[NAIVE][:agreed]
-        self.stats.recovered += 1
         waiting.appendleft(flight)
-
-
-def _parse_request_id(request_id: str) -> tuple[int, int]:
-    uid, role = request_id.split("-")[:2]
-    return int(uid), int(role)
 
 
 def _agreed_length(expert: list[int], naive: list[int]) -> int:

