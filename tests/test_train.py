@@ -1,0 +1,189 @@
+"""The training stage on the tiny model: loss, accumulation, resume after kill -9, DDP, OPSD, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from generate.config import GenerateConfig
+from generate.runner import Generator
+from train.config import TrainConfig
+from train.data import DataError
+from train.opsd import reverse_kl
+from train.trainer import TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model_dir, kgfact_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), out=str(out),
+                            method="sft", shard_size=32, progress=False)
+    (run_dir,) = Generator(config).run_all()
+    return run_dir
+
+
+def config(model, shards, out, **overrides) -> TrainConfig:
+    settings = dict(model=str(model), shards=[str(s) for s in shards], out=str(out), lr=1e-3, batch_size=8,
+                    micro_batch_size=4, epochs=1, warmup_steps=2, dtype="float32", progress=False)
+    return TrainConfig(**(settings | overrides))
+
+
+def weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(step_dir / "model.safetensors")
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = train(config(tiny_model_dir, [sft_run], tmp_path / "out", epochs=4, save_every=5, keep_last=2))
+    rows = metrics(tmp_path / "out")
+    assert len(rows) == 4 * (90 // 8) and final.name == "step-000044"
+    first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert all(set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction"} for r in rows)
+    assert sorted(p.name for p in (tmp_path / "out").glob("step-*")) == ["step-000040", "step-000044"]
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert tokenizer.chat_template and model.config.vocab_size == len(tokenizer)
+    saved = json.loads((final / "train_config.json").read_text())
+    assert saved["config"]["lr"] == 1e-3 and "torch" in saved["versions"]["packages"]
+
+
+def test_accumulation_normalizes_by_target_tokens(tiny_model_dir, sft_run, tmp_path):
+    one = train(config(tiny_model_dir, [sft_run], tmp_path / "a", micro_batch_size=8, max_steps=3))
+    four = train(config(tiny_model_dir, [sft_run], tmp_path / "b", micro_batch_size=2, max_steps=3))
+    a, b = weights(one), weights(four)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    la, lb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(la, lb))
+
+
+def _train_cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def _cli_args(model, shards, out, *extra):
+    return ["--model", str(model), "--shards", str(shards), "--out", str(out), "--lr", "1e-3", "--batch_size", "8",
+            "--micro_batch_size", "4", "--epochs", "2", "--dtype", "float32", "--progress", "false", *extra]
+
+
+def test_killed_training_resumes_to_identical_weights(tiny_model_dir, sft_run, tmp_path):
+    whole = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "whole", "--save_every", "3"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    out = tmp_path / "killed"
+    killed = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"), start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "step-000009" / "trainer_state.pt").exists():
+        time.sleep(0.02)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (out / "step-000022").exists(), "killed too late to test anything"
+    assert len(metrics(out)) >= 9
+
+    refused = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"))
+    assert refused.wait(timeout=120) == 2 and "pass --resume" in refused.stderr.read()
+    resumed = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a, b = weights(tmp_path / "whole" / "step-000022"), weights(out / "step-000022")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in metrics(out)] == [r["loss"] for r in metrics(tmp_path / "whole")]
+
+    other = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true", "--lr", "2e-3"))
+    assert other.wait(timeout=120) == 2 and "trained with other settings (lr)" in other.stderr.read()
+
+
+def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
+    single = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "4"))
+    assert single.wait(timeout=300) == 0, single.stderr.read()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
+    double = subprocess.run(torchrun + _cli_args(tiny_model_dir, sft_run, tmp_path / "two", "--max_steps", "4"),
+                            capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "step-000004"), weights(tmp_path / "two" / "step-000004")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(la, lb)) and len(la) == len(lb) == 4
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_model_dir, sft_run, tmp_path):
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+"):
+        train(config(tiny_model_dir, [sft_run], tmp_path / "out", lr=1e30, warmup_steps=0, save_every=1,
+                     max_steps=6))
+    saved = sorted((tmp_path / "out").glob("step-*"))
+    assert saved and all((p / "trainer_state.pt").exists() for p in saved)
+    assert all(torch.isfinite(t).all() for t in weights(saved[0]).values())
+
+
+def test_reverse_kl():
+    logits = torch.randn(3, 5, 40)
+    p = torch.log_softmax(logits, -1)
+    assert torch.allclose(reverse_kl(p, p, 0), torch.zeros(3, 5), atol=1e-6)
+    q = torch.log_softmax(torch.randn(3, 5, 40), -1)
+    expected = (p.exp() * (p - q)).sum(-1)
+    assert torch.allclose(reverse_kl(p, q, 0), expected, atol=1e-6) and bool((expected > 0).all())
+    assert bool((reverse_kl(p, q, 8) >= -1e-6).all())
+
+
+def test_opsd_trains_towards_the_expert(tiny_model_dir, sft_run, tmp_path):
+    final = train(config(tiny_model_dir, [sft_run], tmp_path / "out", method="opsd", max_steps=6, batch_size=4,
+                         micro_batch_size=2, rollouts=2, rollout_max_new_tokens=12, lr=3e-3, kl_top_k=64))
+    rows = metrics(tmp_path / "out")
+    assert len(rows) == 6 and all(r["loss"] >= 0 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert (final / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("empty", "no shard run directories"),
+    ("lr", "--lr must be > 0"),
+    ("batch", "--batch_size 1000 is larger than the 90 examples"),
+    ("tampered", "checksum does not match"),
+    ("columns", "missing column(s) ['expert_prompt_ids']"),
+    ("tokenizer", "written with another tokenizer or model"),
+])
+def test_bad_input_stops_before_any_step(tiny_model_dir, sft_run, tmp_path, problem, message):
+    shards = [sft_run]
+    overrides = {}
+    if problem == "empty":
+        shards = []
+    elif problem == "lr":
+        overrides["lr"] = 0.0
+    elif problem == "batch":
+        overrides["batch_size"] = 1000
+    elif problem in ("tampered", "columns", "tokenizer"):
+        copy = tmp_path / "copy"
+        shutil.copytree(sft_run, copy)
+        shards = [copy]
+        shard = copy / "shard-00001.parquet"
+        manifest = json.loads((copy / "manifest.json").read_text())
+        if problem == "tampered":
+            shard.write_bytes(shard.read_bytes()[:-100])
+        elif problem == "columns":
+            pq.write_table(pq.read_table(shard).drop_columns(["expert_prompt_ids"]), shard)
+            from mixsd.checksums import file_sha256
+
+            manifest["shards"][1]["sha256"] = file_sha256(shard)
+        else:
+            manifest["vocab_size"] = 1234
+            shards = [sft_run, copy]
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises((DataError, ValueError)) as info:
+        train(config(tiny_model_dir, shards, tmp_path / "out", **overrides))
+    assert message in str(info.value)
+    assert not list((tmp_path / "out").glob("step-*")) if (tmp_path / "out").exists() else True

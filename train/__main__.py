@@ -1,0 +1,45 @@
+"""`python -m train --model M --shards RUN_DIR [RUN_DIR …] --out DIR --method mixsd --lr 1e-5 …`
+(or `--config configs/X.yaml`); under `torchrun --nproc_per_node N` it trains with DDP."""
+from __future__ import annotations
+
+import sys
+
+import fire
+
+from mixsd import config as cfg
+from train.config import TrainConfig
+from train.data import DataError
+from train.trainer import TrainingError, train
+
+
+def main_command(config: str | None = None, **flags) -> None:
+    settings = cfg.load(TrainConfig, config, "train", **flags)
+    print(cfg.describe(settings))
+    print(train(settings))
+
+
+def _join_list_flags(argv: list[str], names=("--shards",)) -> list[str]:
+    """`--shards A B C` -> `--shards A,B,C`: fire reads one value per flag."""
+    joined, i = [], 0
+    while i < len(argv):
+        joined.append(argv[i])
+        if argv[i] in names:
+            values = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                values.append(argv[i + 1])
+                i += 1
+            joined.append(",".join(values))
+        i += 1
+    return joined
+
+
+def main() -> None:
+    try:
+        fire.Fire(main_command, command=_join_list_flags(sys.argv[1:]))
+    except (cfg.ConfigError, DataError, TrainingError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

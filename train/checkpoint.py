@@ -1,0 +1,49 @@
+"""Checkpoints: a Hugging Face directory (safetensors, config, tokenizer, chat template) that vLLM and
+transformers load, plus the trainer state needed to resume exactly. Written to a temp name, then renamed."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from mixsd.atomic import atomic_dir
+from mixsd.versions import versions
+
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "train_config.json"
+
+
+def step_dir(out: Path, step: int) -> Path:
+    return out / f"step-{step:06d}"
+
+
+def save(out: Path, step: int, model, tokenizer, optimizer, scheduler, position: dict, config: dict,
+         keep_last: int) -> Path:
+    final = step_dir(out, step)
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "position": position,
+                    "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])}, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "step": step, "versions": versions()},
+                                                  indent=2, sort_keys=True) + "\n")
+    for old in checkpoints(out)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a directory only gets its final name once complete)."""
+    return sorted(p for p in Path(out).glob("step-*") if (p / STATE_FILE).is_file())
+
+
+def load_state(directory: Path) -> dict:
+    """The trainer state; weights_only: no pickled code runs."""
+    return torch.load(directory / STATE_FILE, weights_only=True)
+
+
+def saved_config(directory: Path) -> dict:
+    return json.loads((directory / CONFIG_FILE).read_text())["config"]

@@ -1,0 +1,87 @@
+"""On-policy self-distillation (the OPSD baseline): the student samples completions from the naive prompt
+and is trained to minimize, per token, the reverse KL to the frozen base model that sees the expert prompt."""
+from __future__ import annotations
+
+import torch
+
+from train.data import TrainExample
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int, pad_id: int,
+           generator: torch.Generator) -> list[list[int]]:
+    """Plain batched sampling with a KV cache; randomness only from `generator`."""
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):  # left padding: every row's next token sits in the last column
+        ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
+        mask[row, width - len(prompt):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    completions = [[] for _ in prompts]
+    alive = torch.ones(len(prompts), dtype=torch.bool, device=device)
+    next_position = positions[:, -1] + 1
+    for _ in range(max_new_tokens):
+        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        for row in alive.nonzero(as_tuple=True)[0].tolist():
+            if int(tokens[row]) == eos_id:
+                alive[row] = False
+            else:
+                completions[row].append(int(tokens[row]))
+        if not bool(alive.any()):
+            break
+        mask = torch.cat([mask, torch.ones_like(tokens)[:, None]], dim=-1)
+        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                    past_key_values=out.past_key_values, use_cache=True)
+        next_position = next_position + 1
+    return completions
+
+
+def _completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+    """Log-distributions at every completion position: [rows, longest completion, vocab], and a mask."""
+    device = next(model.parameters()).device
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, (p, c) in enumerate(zip(prompts, completions)):
+        ids[row, :len(p) + len(c)] = torch.tensor(p + c, device=device)
+        mask[row, :len(p) + len(c)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    longest = max(len(c) for c in completions)
+    gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
+    valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)
+    for row, (p, c) in enumerate(zip(prompts, completions)):
+        # The distribution that produced completion token j sits at position len(p) + j - 1.
+        gathered[row, :len(c)] = logits[row, len(p) - 1:len(p) - 1 + len(c)]
+        valid[row, :len(c)] = True
+    return torch.log_softmax(gathered, dim=-1), valid
+
+
+def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int) -> torch.Tensor:
+    """KL(student || teacher) per position; over the student's top-k tokens (renormalized) when top_k > 0."""
+    if top_k > 0:
+        top = student_logp.topk(top_k, dim=-1).indices
+        student_logp = torch.log_softmax(student_logp.gather(-1, top), dim=-1)
+        teacher_logp = torch.log_softmax(teacher_logp.gather(-1, top), dim=-1)
+    return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+
+
+def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, generator, autocast):
+    """(summed per-token reverse KL over all rollouts of the group, number of completion tokens)."""
+    core = getattr(model, "module", model)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    naive = [e.prompt_ids for e in group for _ in range(config.rollouts)]
+    expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
+    completions = sample(core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad, generator)
+    completions = [c + [eos] if len(c) < config.rollout_max_new_tokens else c for c in completions]
+    with autocast:
+        student_logp, valid = _completion_logprobs(model, naive, completions, pad)
+        with torch.no_grad():
+            teacher_logp, _ = _completion_logprobs(teacher, expert, completions, pad)
+    kl = reverse_kl(student_logp, teacher_logp, config.kl_top_k)
+    return (kl * valid).sum(), int(valid.sum())

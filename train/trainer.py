@@ -1,0 +1,213 @@
+"""The training loop: plain PyTorch, readable top to bottom. `train(config)` is the whole stage."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mixsd.atomic import write_json
+from mixsd.config import to_dict
+from train import checkpoint, data
+from train.config import TrainConfig
+from train.distributed import Distributed
+from train.opsd import opsd_loss
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    padding: float
+
+
+def train(config: TrainConfig) -> Path:
+    dist = Distributed.from_env()
+    device = dist.device(config.device)
+    out = Path(config.out)
+    examples, manifests = data.load_examples(config.shards)
+    per_epoch = data.steps_per_epoch(len(examples), config.batch_size)
+    if per_epoch == 0:
+        raise data.DataError(f"--batch_size {config.batch_size} is larger than the {len(examples)} examples")
+    if config.batch_size % dist.world:
+        raise ValueError(f"--batch_size {config.batch_size} must divide evenly over {dist.world} processes")
+    total_steps = config.max_steps or config.epochs * per_epoch
+    resume_from = _resume_point(out, config)
+
+    model, tokenizer = _load_model(resume_from or config.model, device)
+    teacher = _load_model(config.model, device)[0].requires_grad_(False) if config.method == "opsd" else None
+    ddp_model = dist.wrap(model)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+    step = 0
+    if resume_from is not None:
+        state = checkpoint.load_state(resume_from)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["position"]["step"]
+    if dist.is_main:
+        _write_run_info(out, config, manifests, len(examples), total_steps, dist.world)
+    metrics = _MetricsLog(out / "metrics.jsonl", keep_through=step, enabled=dist.is_main)
+
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (config.progress and dist.is_main))
+    while step < total_steps:
+        epoch, index = divmod(step, per_epoch)
+        order = data.epoch_order(len(examples), config.seed, epoch)
+        batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
+        start = time.perf_counter()
+        result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
+                             device, step)
+        if not math.isfinite(result.loss):
+            raise TrainingError(f"non-finite loss ({result.loss}) at step {step + 1}; the last checkpoint is intact")
+        scheduler.step()
+        step += 1
+        seconds = time.perf_counter() - start
+        metrics.write({"step": step, "epoch": epoch, "loss": result.loss, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": result.grad_norm, "tokens_per_s": result.tokens / seconds,
+                       "padding_fraction": result.padding})
+        bar.update(1)
+        bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{result.tokens / seconds:.0f}", refresh=False)
+        if (config.save_every and step % config.save_every == 0) or step == total_steps:
+            if dist.is_main:
+                checkpoint.save(out, step, model, tokenizer, optimizer, scheduler, {"step": step},
+                                to_dict(config), config.keep_last)
+            dist.barrier()
+    bar.close()
+    dist.close()
+    return checkpoint.step_dir(out, step)
+
+
+def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, device, step) -> StepResult:
+    """One optimizer step over this process's share of the batch, loss normalized by the number of target
+    tokens of the whole global batch (across micro-batches and processes)."""
+    model.train()
+    groups = data.micro_batches(batch, config.micro_batch_size)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
+    if config.method == "opsd":
+        return _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast)
+    local_tokens = sum(len(e.target_ids) + 1 for e in batch)
+    global_tokens = dist.sum(local_tokens)
+    total = 0.0
+    for i, group in enumerate(groups):
+        tensors = {k: v.to(device) for k, v in data.collate(group, tokenizer.eos_token_id, _pad_id(tokenizer)).items()}
+        with dist.no_sync(model, last=i == len(groups) - 1):
+            with autocast:
+                logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                    tensors["labels"][:, 1:].flatten(), ignore_index=data.IGNORE,
+                                                    reduction="sum")
+            # DDP averages gradients over processes; scaling by the world size turns that into a global sum.
+            (nll / global_tokens * dist.world).backward()
+        total += nll.item()
+    grad_norm = _clip_and_step(model, optimizer, config)
+    loss = dist.sum(total) / global_tokens
+    tokens = sum(len(e) for e in batch)
+    return StepResult(loss, grad_norm, dist.sum(tokens), data.padding_fraction(groups))
+
+
+def _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast) -> StepResult:
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step * 1009 + dist.rank)
+    losses, counts = [], []
+    for group in groups:
+        total, count = opsd_loss(model, teacher, group, tokenizer, config, generator, autocast)
+        losses.append(total)
+        counts.append(count)
+    global_tokens = dist.sum(sum(int(c) for c in counts))
+    for i, total in enumerate(losses):
+        with dist.no_sync(model, last=i == len(losses) - 1):
+            (total / max(global_tokens, 1) * dist.world).backward()
+    grad_norm = _clip_and_step(model, optimizer, config)
+    loss = dist.sum(sum(t.item() for t in losses)) / max(global_tokens, 1)
+    return StepResult(loss, grad_norm, global_tokens, data.padding_fraction(groups))
+
+
+def _clip_and_step(model, optimizer, config) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def _load_model(source, device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)  # float32 master weights
+    return model, AutoTokenizer.from_pretrained(source)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on norms and biases (vectors)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas))
+
+
+def _schedule(config: TrainConfig, total_steps: int):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "cosine":
+            progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def _resume_point(out: Path, config: TrainConfig) -> Path | None:
+    existing = checkpoint.checkpoints(out)
+    if not existing:
+        return None
+    if not config.resume:
+        raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+    saved = checkpoint.saved_config(existing[-1])
+    differs = sorted(k for k, v in to_dict(config).items() if k not in ("resume", "progress") and saved.get(k) != v)
+    if differs:
+        raise TrainingError(f"{existing[-1]} was trained with other settings ({', '.join(differs)}); "
+                            "refusing to resume into it")
+    return existing[-1]
+
+
+def _write_run_info(out: Path, config: TrainConfig, manifests: list[dict], examples: int, steps: int, world: int):
+    from mixsd.versions import versions
+
+    write_json(out / "train_config.json", {
+        "config": to_dict(config), "versions": versions(), "examples": examples, "total_steps": steps,
+        "world_size": world, "shards": [{"run": m.get("config_hash"), "lam": m.get("config", {}).get("lam"),
+                                         "method": m.get("config", {}).get("method")} for m in manifests],
+    })
+
+
+class _MetricsLog:
+    """One JSON line per step. On resume, lines after the checkpoint are dropped so the curve stays whole."""
+
+    def __init__(self, path: Path, keep_through: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists():
+            kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= keep_through]
+        path.write_text("".join(l + "\n" for l in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
