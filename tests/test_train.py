@@ -54,7 +54,8 @@ def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
     assert len(rows) == 4 * (90 // 8) and final.name == "step-000044"
     first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
     assert last < 0.7 * first, (first, last)
-    assert all(set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction"} for r in rows)
+    assert all(set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "tokens",
+                          "seconds"} for r in rows)
     assert sorted(p.name for p in (tmp_path / "out").glob("step-*")) == ["step-000040", "step-000044"]
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
@@ -187,3 +188,11 @@ def test_bad_input_stops_before_any_step(tiny_model_dir, sft_run, tmp_path, prob
         train(config(tiny_model_dir, shards, tmp_path / "out", **overrides))
     assert message in str(info.value)
     assert not list((tmp_path / "out").glob("step-*")) if (tmp_path / "out").exists() else True
+
+
+def test_shards_accept_glob_patterns(sft_run):
+    from train.data import expand
+
+    assert expand([str(sft_run.parent / "sft-*"), str(sft_run)]) == [sft_run]
+    with pytest.raises(DataError, match="matches no run directory"):
+        expand([str(sft_run.parent / "mixsd-*")])

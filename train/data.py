@@ -1,6 +1,7 @@
 """Training examples from shard run directories: checked, tokenized, batched by length, resumable."""
 from __future__ import annotations
 
+import glob
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,23 @@ def _identity(manifest: dict) -> tuple:
     return manifest.get("tokenizer"), manifest.get("vocab_size"), model.get("config_sha256") or model.get("hub_id")
 
 
+def expand(patterns: list[str]) -> list[Path]:
+    """Run directories from paths or glob patterns (`runs/generate/mixsd-lam0.3-t0-*`), each matched once."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(map(Path, glob.glob(pattern))) if glob.has_magic(pattern) else [Path(pattern)]
+        if not matches:
+            raise DataError(f"--shards {pattern!r}: matches no run directory")
+        found += [m for m in matches if m not in found]
+    return found
+
+
 def load_examples(run_dirs: list[str]) -> tuple[list[TrainExample], list[dict]]:
     """Every row of every run (manifest order), after checking presence, checksums, columns and identity."""
     if not run_dirs:
         raise DataError("no shard run directories given (--shards)")
     examples, manifests, identity = [], [], None
-    for run_dir in map(Path, run_dirs):
+    for run_dir in expand(run_dirs):
         manifest = _manifest(run_dir)
         if identity is None:
             identity = (_identity(manifest), run_dir)

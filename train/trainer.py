@@ -73,8 +73,8 @@ def train(config: TrainConfig) -> Path:
         step += 1
         seconds = time.perf_counter() - start
         metrics.write({"step": step, "epoch": epoch, "loss": result.loss, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": result.grad_norm, "tokens_per_s": result.tokens / seconds,
-                       "padding_fraction": result.padding})
+                       "grad_norm": result.grad_norm, "tokens": result.tokens, "seconds": round(seconds, 4),
+                       "tokens_per_s": result.tokens / seconds, "padding_fraction": result.padding})
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{result.tokens / seconds:.0f}", refresh=False)
         if (config.save_every and step % config.save_every == 0) or step == total_steps:
@@ -101,11 +101,7 @@ def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, devic
     for i, group in enumerate(groups):
         tensors = {k: v.to(device) for k, v in data.collate(group, tokenizer.eos_token_id, _pad_id(tokenizer)).items()}
         with dist.no_sync(model, last=i == len(groups) - 1):
-            with autocast:
-                logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                    tensors["labels"][:, 1:].flatten(), ignore_index=data.IGNORE,
-                                                    reduction="sum")
+            nll = _summed_nll(model, tensors, autocast)
             # DDP averages gradients over processes; scaling by the world size turns that into a global sum.
             (nll / global_tokens * dist.world).backward()
         total += nll.item()
@@ -113,6 +109,21 @@ def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, devic
     loss = dist.sum(total) / global_tokens
     tokens = sum(len(e) for e in batch)
     return StepResult(loss, grad_norm, dist.sum(tokens), data.padding_fraction(groups))
+
+
+def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
+    """Summed NLL of the target tokens. Logits are computed only from the first position that predicts a
+    target (`logits_to_keep`): prompts are most of each sequence, and the vocabulary projection and its float32
+    copy are the largest tensors of a small model's step. Labels are shifted instead of the logits (no copy),
+    and the logits die with this frame, before the next micro-batch's forward pass."""
+    labels = torch.nn.functional.pad(tensors["labels"][:, 1:], (0, 1), value=data.IGNORE)
+    first = int((labels != data.IGNORE).float().argmax(dim=1).min())
+    keep = labels.shape[1] - first
+    with autocast:
+        logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                       logits_to_keep=keep).logits
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels[:, first:].flatten(),
+                                             ignore_index=data.IGNORE, reduction="sum")
 
 
 def _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast) -> StepResult:
@@ -155,7 +166,8 @@ def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas))
+    # fused: one kernel per step on CPU and CUDA, without the group-sized temporaries of the foreach path.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), fused=True)
 
 
 def _schedule(config: TrainConfig, total_steps: int):
