@@ -196,3 +196,54 @@ def test_shards_accept_glob_patterns(sft_run):
     assert expand([str(sft_run.parent / "sft-*"), str(sft_run)]) == [sft_run]
     with pytest.raises(DataError, match="matches no run directory"):
         expand([str(sft_run.parent / "mixsd-*")])
+
+
+def test_fsdp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
+    single = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "3"))
+    assert single.wait(timeout=300) == 0, single.stderr.read()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
+    args = _cli_args(tiny_model_dir, sft_run, tmp_path / "fsdp", "--max_steps", "3", "--fsdp", "true")
+    sharded = subprocess.run(torchrun + args, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "step-000003"), weights(tmp_path / "fsdp" / "step-000003")
+    assert sorted(a) == sorted(b)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    state = torch.load(tmp_path / "fsdp" / "step-000003" / "trainer_state.pt", weights_only=True)
+    assert state["optimizer"]["state"]  # the gathered, full optimizer state
+
+
+def test_fsdp_resume_reproduces_the_run(tiny_model_dir, sft_run, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
+    out = tmp_path / "fsdp"
+    args = _cli_args(tiny_model_dir, sft_run, out, "--max_steps", "4", "--save_every", "2", "--fsdp", "true")
+    assert subprocess.run(torchrun + args, capture_output=True, text=True, timeout=300).returncode == 0
+    reference = weights(out / "step-000004")
+    shutil.rmtree(out / "step-000004")  # as if the run had died after the step-2 checkpoint
+    resumed = subprocess.run(torchrun + args + ["--resume", "true"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = weights(out / "step-000004")
+    assert all(torch.allclose(reference[k], again[k], atol=1e-6, rtol=1e-5) for k in reference)
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+
+
+VLLM_LOAD = """
+import os, sys
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+from vllm import LLM, SamplingParams
+llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, gpu_memory_utilization=0.1)
+out = llm.generate([{"prompt_token_ids": [1, 5, 9, 12]}], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+print("TOKENS", list(out[0].outputs[0].token_ids))
+"""
+
+
+def test_checkpoints_load_in_vllm(tiny_model_dir, sft_run, tmp_path):
+    pytest.importorskip("vllm")
+    from transformers import AutoModelForCausalLM
+
+    final = train(config(tiny_model_dir, [sft_run], tmp_path / "out", max_steps=2))
+    done = subprocess.run([sys.executable, "-c", VLLM_LOAD, str(final)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tokens = json.loads(done.stdout.split("TOKENS")[-1].strip())
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32)
+    expected = model.generate(torch.tensor([[1, 5, 9, 12]]), max_new_tokens=4, do_sample=False, min_new_tokens=4)
+    assert tokens == expected[0, 4:].tolist()  # vLLM serves the trained weights, not the base model's

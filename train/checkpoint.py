@@ -20,13 +20,14 @@ def step_dir(out: Path, step: int) -> Path:
     return out / f"step-{step:06d}"
 
 
-def save(out: Path, step: int, model, tokenizer, optimizer, scheduler, position: dict, config: dict,
-         keep_last: int) -> Path:
+def save(out: Path, step: int, model, tokenizer, optimizer_state: dict, scheduler, position: dict, config: dict,
+         keep_last: int, model_state: dict | None = None) -> Path:
+    """`model_state`: the full weights when the module only holds shards (FSDP); None: the module's own."""
     final = step_dir(out, step)
     with atomic_dir(final) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
         tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "position": position,
+        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "position": position,
                     "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])}, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "step": step, "versions": versions()},
                                                   indent=2, sort_keys=True) + "\n")

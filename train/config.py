@@ -30,6 +30,7 @@ class TrainConfig:
     keep_last: int = 2
     resume: bool = False
     device: str = "auto"
+    fsdp: bool = False              # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
     progress: bool = True
     # OPSD only
     rollouts: int = 8

@@ -46,13 +46,13 @@ def train(config: TrainConfig) -> Path:
 
     model, tokenizer = _load_model(resume_from or config.model, device)
     teacher = _load_model(config.model, device)[0].requires_grad_(False) if config.method == "opsd" else None
-    ddp_model = dist.wrap(model)
+    ddp_model = dist.wrap(model, fsdp=config.fsdp)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
     step = 0
     if resume_from is not None:
         state = checkpoint.load_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
+        dist.load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["position"]["step"]
     if dist.is_main:
@@ -78,9 +78,10 @@ def train(config: TrainConfig) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{result.tokens / seconds:.0f}", refresh=False)
         if (config.save_every and step % config.save_every == 0) or step == total_steps:
+            model_state, optimizer_state = dist.gather_state(model, optimizer)  # every process, for FSDP
             if dist.is_main:
-                checkpoint.save(out, step, model, tokenizer, optimizer, scheduler, {"step": step},
-                                to_dict(config), config.keep_last)
+                checkpoint.save(out, step, model, tokenizer, optimizer_state, scheduler, {"step": step},
+                                to_dict(config), config.keep_last, model_state=model_state)
             dist.barrier()
     bar.close()
     dist.close()
@@ -147,7 +148,7 @@ def _clip_and_step(model, optimizer, config) -> float:
     norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP returns a DTensor
 
 
 def _load_model(source, device):
