@@ -12,6 +12,7 @@ import torch
 
 from generate.pairs import PairJob, PairResult
 from generate.sampling import PairSettings, mix_step
+from mixsd.batching import left_pad
 
 
 class HFPairedEngine:
@@ -40,13 +41,12 @@ class HFPairedEngine:
     def _decode_chunk(self, jobs: list[PairJob], stops: set[int]) -> list[PairResult]:
         pairs = len(jobs)
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
-        ids, mask = _left_pad(prompts, self.device)
+        ids, mask, positions = left_pad(prompts, 0, self.device)
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
         limit = torch.tensor([j.max_tokens for j in jobs], device=self.device)
         results = [PairResult() for _ in jobs]
         active = torch.ones(pairs, dtype=torch.bool, device=self.device)
-        positions = mask.long().cumsum(-1) - 1
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp_min(0), use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         cache, next_position = out.past_key_values, positions[:, -1] + 1
         logits = out.logits[:, -1].float()
         step = 0
@@ -76,13 +76,3 @@ class HFPairedEngine:
             cache, next_position = out.past_key_values, next_position + 1
             logits = out.logits[:, -1].float()
         return results
-
-
-def _left_pad(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    return ids.to(device), mask.to(device)

@@ -101,8 +101,9 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
 
 
 def micro_batches(batch: list[TrainExample], micro_batch_size: int) -> list[list[TrainExample]]:
-    """Sorted by length before splitting, so each forward pass pads little."""
-    ordered = sorted(batch, key=len)
+    """Sorted by length before splitting, so each forward pass pads little. Longest first: later, smaller
+    passes fit in the blocks the first one freed, so the allocator does not grow with every pass."""
+    ordered = sorted(batch, key=len, reverse=True)
     return [ordered[i:i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
 
 

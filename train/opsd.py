@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from mixsd.batching import left_pad
 from train.data import TrainExample
 
 
@@ -12,13 +13,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
            generator: torch.Generator) -> list[list[int]]:
     """Plain batched sampling with a KV cache; randomness only from `generator`."""
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for row, prompt in enumerate(prompts):  # left padding: every row's next token sits in the last column
-        ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
-        mask[row, width - len(prompt):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    ids, mask, positions = left_pad(prompts, pad_id, device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     completions = [[] for _ in prompts]
     alive = torch.ones(len(prompts), dtype=torch.bool, device=device)
