@@ -67,8 +67,6 @@ def train(config: TrainConfig) -> Path:
         start = time.perf_counter()
         result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
                              device, step)
-        if not math.isfinite(result.loss):
-            raise TrainingError(f"non-finite loss ({result.loss}) at step {step + 1}; the last checkpoint is intact")
         scheduler.step()
         step += 1
         seconds = time.perf_counter() - start
@@ -106,8 +104,8 @@ def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, devic
             # DDP averages gradients over processes; scaling by the world size turns that into a global sum.
             (nll / global_tokens * dist.world).backward()
         total += nll.item()
+    loss = _checked(dist.sum(total) / global_tokens, step)
     grad_norm = _clip_and_step(model, optimizer, config)
-    loss = dist.sum(total) / global_tokens
     tokens = sum(len(e) for e in batch)
     return StepResult(loss, grad_norm, dist.sum(tokens), data.padding_fraction(groups))
 
@@ -138,9 +136,16 @@ def _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, devic
     for i, total in enumerate(losses):
         with dist.no_sync(model, last=i == len(losses) - 1):
             (total / max(global_tokens, 1) * dist.world).backward()
+    loss = _checked(dist.sum(sum(t.item() for t in losses)) / max(global_tokens, 1), step)
     grad_norm = _clip_and_step(model, optimizer, config)
-    loss = dist.sum(sum(t.item() for t in losses)) / max(global_tokens, 1)
     return StepResult(loss, grad_norm, global_tokens, data.padding_fraction(groups))
+
+
+def _checked(loss: float, step: int) -> float:
+    """Stop before a non-finite loss reaches the weights; checkpoints already written stay as they are."""
+    if not math.isfinite(loss):
+        raise TrainingError(f"non-finite loss ({loss}) at step {step + 1}; the last checkpoint is intact")
+    return loss
 
 
 def _clip_and_step(model, optimizer, config) -> float:
