@@ -197,13 +197,18 @@ class Generator:
 
 
 def _progress(bar):
-    """A decode callback that advances the bar and shows target tokens/s."""
-    start, tokens = time.perf_counter(), [0]
+    """A decode callback that advances the bar and shows target tokens/s, timed from the first finished pair
+    so that engine warm-up (compilation on a first run) does not read as slow decoding."""
+    first, tokens = [None], [0]
 
     def done(_index: int, result: PairResult) -> None:
-        tokens[0] += len(result.tokens)
+        now = time.perf_counter()
+        if first[0] is None:
+            first[0] = now
+        else:
+            tokens[0] += len(result.tokens)
+            bar.set_postfix_str(f"{tokens[0] / max(now - first[0], 1e-9):.0f} tok/s", refresh=False)
         bar.update(1)
-        bar.set_postfix_str(f"{tokens[0] / max(time.perf_counter() - start, 1e-9):.0f} tok/s", refresh=False)
 
     return done
 

@@ -56,6 +56,7 @@ def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
     assert last < 0.7 * first, (first, last)
     assert all(set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "tokens",
                           "seconds"} for r in rows)
+    assert [r["lr"] for r in rows[:3]] == pytest.approx([5e-4, 1e-3, 1e-3])  # warmup 2 steps, then constant
     assert sorted(p.name for p in (tmp_path / "out").glob("step-*")) == ["step-000040", "step-000044"]
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)

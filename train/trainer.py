@@ -65,12 +65,13 @@ def train(config: TrainConfig) -> Path:
         order = data.epoch_order(len(examples), config.seed, epoch)
         batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
         start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
         result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
                              device, step)
         scheduler.step()
         step += 1
         seconds = time.perf_counter() - start
-        metrics.write({"step": step, "epoch": epoch, "loss": result.loss, "lr": scheduler.get_last_lr()[0],
+        metrics.write({"step": step, "epoch": epoch, "loss": result.loss, "lr": lr,
                        "grad_norm": result.grad_norm, "tokens": result.tokens, "seconds": round(seconds, 4),
                        "tokens_per_s": result.tokens / seconds, "padding_fraction": result.padding})
         bar.update(1)
