@@ -34,7 +34,7 @@ def _check(path: str) -> None:
 
 def _convert(format: str, input: str, out: str) -> None:  # noqa: A002 - the flag names users type
     """Convert an external benchmark file into Example JSON Lines."""
-    examples = list(converter(format)(Path(input)))
+    examples = list(converter(format, input)(Path(input)))
     if not examples:
         raise CorpusError(input, None, None, "no records")
     write_jsonl(out, examples)

@@ -117,7 +117,8 @@ FORMATS: dict[str, Callable[[Path], Iterator[Example]]] = {
 }
 
 
-def converter(name: str) -> Callable[[Path], Iterator[Example]]:
+def converter(name: str, path: str | Path = "--format") -> Callable[[Path], Iterator[Example]]:
+    """The reader for format `name`; an unknown name is reported against the file it was asked to read."""
     if name not in FORMATS:
-        raise CorpusError(name, None, "format", f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+        raise CorpusError(path, None, "format", f"unknown format {name!r}; known: {', '.join(FORMATS)}")
     return FORMATS[name]

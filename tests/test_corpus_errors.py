@@ -73,6 +73,11 @@ def test_convert_errors_leave_no_output(tmp_path):
 def test_unknown_format_is_named(tmp_path):
     with pytest.raises(CorpusError, match="unknown format 'squad'.*zsre"):
         converter("squad")
+    src = write_lines(tmp_path / "in.json", ["[]"])
+    result = subprocess.run([sys.executable, "-m", "corpora", "convert", "--format", "squad", "--input", str(src),
+                             "--out", str(tmp_path / "out.jsonl")], capture_output=True, text=True)
+    assert result.returncode == 2 and f"{src}: field 'format': unknown format 'squad'" in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_json_array_errors_point_at_the_record_line(tmp_path):
