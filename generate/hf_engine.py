@@ -25,7 +25,6 @@ class HFPairedEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
         self.batch_pairs = batch_pairs
         self.stop_token_ids = set(stop_token_ids)
-        self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
 
     def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
         results: list[PairResult] = []

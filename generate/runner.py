@@ -5,14 +5,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from corpora.schema import Example, load_jsonl
 from generate import prompts, shards
 from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
-from generate.randomness import COIN, example_key, uniforms
+from generate.randomness import example_key
+from generate.sampling import sources
 from generate.verifier import is_correct
 from mixsd.checksums import file_sha256
 from mixsd.config import to_dict
@@ -150,10 +150,7 @@ class Generator:
 
     def _mixsd_row(self, p: Prepared, lam: float, sample: int, result: PairResult) -> dict:
         text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
-        positions = torch.arange(len(result.tokens), dtype=torch.int64)
-        coin = uniforms(torch.tensor(self.config.seed), torch.tensor(example_key(p.example.id)),
-                        torch.tensor(sample), positions, COIN)
-        source = (coin >= lam).to(torch.int8).tolist()
+        source = sources(self.config.seed, example_key(p.example.id), sample, lam, len(result.tokens))
         expert_lp, naive_lp = (result.expert_logprobs, result.naive_logprobs) if self.config.logprobs else (None, None)
         return self._row(p, lam, sample, result.tokens, text, source, expert_lp, naive_lp,
                          correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),

@@ -91,7 +91,9 @@ def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: 
     return torch.where(from_expert, expert, naive), from_expert
 
 
-def sources(settings: PairSettings, positions: torch.Tensor) -> torch.Tensor:
-    """from_expert for every position of every pair, recomputed from the same coins (no bookkeeping)."""
-    coin = uniforms(settings.seed[:, None], settings.key[:, None], settings.sample[:, None], positions, COIN)
-    return coin >= settings.lam[:, None]
+def sources(seed: int, key: int, sample: int, lam: float, length: int) -> list[int]:
+    """Per target position, 1 where the token came from the expert: the same coins `mix_step` flipped,
+    recomputed from (seed, key, sample, position), so no per-token bookkeeping leaves the engine."""
+    coin = uniforms(torch.tensor(seed), torch.tensor(key), torch.tensor(sample),
+                    torch.arange(length, dtype=torch.int64), COIN)
+    return (coin >= lam).to(torch.int8).tolist()

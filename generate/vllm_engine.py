@@ -188,8 +188,6 @@ class _Flight:
 class DecodeStats:
     splits: int = 0      # split events (a pair can split more than once)
     recovered: int = 0   # pairs that finished after at least one split
-    steps: int = 0
-    tokens: int = 0
 
 
 class VLLMPairedEngine:
@@ -210,7 +208,6 @@ class VLLMPairedEngine:
         self.engine = LLMEngine.from_engine_args(args)
         scheduler = self.engine.vllm_config.scheduler_config
         self.token_budget = scheduler.max_num_batched_tokens
-        self.max_model_len = self.engine.vllm_config.model_config.max_model_len
         self._uids = itertools.count()
         self._requests: dict[str, tuple[int, int]] = {}  # request id -> (pair uid, role)
         self.stats = DecodeStats()
@@ -226,7 +223,6 @@ class VLLMPairedEngine:
                 uid, role = self._requests.get(output.request_id, (None, None))
                 if uid in flying:
                     flying[uid].extend(role, output.outputs[0])
-            self.stats.steps += 1
             for uid in list(flying):
                 flight = flying[uid]
                 state = flight.state()
@@ -238,7 +234,6 @@ class VLLMPairedEngine:
                     self._recover(flight, waiting)
                     continue
                 result = _finish(flight, self.stop_token_ids)
-                self.stats.tokens += len(result.tokens)
                 self.stats.recovered += flight.splits > 0
                 results[flight.index] = result
                 if on_done is not None:

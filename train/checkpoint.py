@@ -46,5 +46,12 @@ def load_state(directory: Path) -> dict:
     return torch.load(directory / STATE_FILE, weights_only=True)
 
 
+def restore_rng(state: dict) -> None:
+    """Put the global generators back where the checkpoint left them (the loop's own draws are keyed by
+    seed and step; this keeps anything else that draws globally on the same course)."""
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate((3, tuple(state["python_rng"]), None))
+
+
 def saved_config(directory: Path) -> dict:
     return json.loads((directory / CONFIG_FILE).read_text())["config"]

@@ -54,6 +54,7 @@ def train(config: TrainConfig) -> Path:
         state = checkpoint.load_state(resume_from)
         dist.load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        checkpoint.restore_rng(state)
         step = state["position"]["step"]
     if dist.is_main:
         _write_run_info(out, config, manifests, len(examples), total_steps, dist.world)
