@@ -278,3 +278,11 @@ def test_checkpoints_load_in_vllm(tiny_model_dir, sft_run, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32)
     expected = model.generate(torch.tensor([[1, 5, 9, 12]]), max_new_tokens=4, do_sample=False, min_new_tokens=4)
     assert tokens == expected[0, 4:].tolist()  # vLLM serves the trained weights, not the base model's
+
+
+def test_mmap_threshold_helper():
+    from train.memory import fix_mmap_threshold
+
+    assert fix_mmap_threshold(0) is False  # 0: leave the allocator alone
+    if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
+        assert fix_mmap_threshold(1024) is True

@@ -7,6 +7,7 @@ import sys
 import fire
 
 from mixsd import config as cfg
+from mixsd.cli import join_list_flags
 from train.config import TrainConfig
 from train.data import DataError
 from train.trainer import TrainingError, train
@@ -18,24 +19,9 @@ def main_command(config: str | None = None, **flags) -> None:
     print(train(settings))
 
 
-def _join_list_flags(argv: list[str], names=("--shards",)) -> list[str]:
-    """`--shards A B C` -> `--shards A,B,C`: fire reads one value per flag."""
-    joined, i = [], 0
-    while i < len(argv):
-        joined.append(argv[i])
-        if argv[i] in names:
-            values = []
-            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                values.append(argv[i + 1])
-                i += 1
-            joined.append(",".join(values))
-        i += 1
-    return joined
-
-
 def main() -> None:
     try:
-        fire.Fire(main_command, command=_join_list_flags(sys.argv[1:]))
+        fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--shards",)))
     except (cfg.ConfigError, DataError, TrainingError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -32,6 +32,7 @@ class TrainConfig:
     device: str = "auto"
     fsdp: bool = False              # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
     progress: bool = True
+    mmap_threshold_kib: int = 1024  # CPU: fixed glibc mmap threshold against heap creep (train/memory.py); 0: off
     # OPSD only
     rollouts: int = 8
     rollout_temperature: float = 1.0

@@ -16,6 +16,7 @@ from mixsd.config import to_dict
 from train import checkpoint, data
 from train.config import TrainConfig
 from train.distributed import Distributed
+from train.memory import fix_mmap_threshold
 from train.opsd import opsd_loss
 
 
@@ -34,6 +35,8 @@ class StepResult:
 def train(config: TrainConfig) -> Path:
     dist = Distributed.from_env()
     device = dist.device(config.device)
+    if device.type == "cpu":
+        fix_mmap_threshold(config.mmap_threshold_kib)
     out = Path(config.out)
     examples, manifests = data.load_examples(config.shards)
     per_epoch = data.steps_per_epoch(len(examples), config.batch_size)
