@@ -1,0 +1,41 @@
+"""`python -m evaluate --model CKPT --base M --corpus DIR --out DIR [--benchmarks gsm8k=PATH,…]`
+
+Scores one model against the base model it was tuned from; writes OUT/metrics.json (with the resolved config
+and versions) and OUT/answers.jsonl, and prints a one-line summary. For every checkpoint of several training
+runs with one engine, see `python -m evaluate.sweep`.
+"""
+from __future__ import annotations
+
+import sys
+
+import fire
+
+from corpora.schema import CorpusError
+from evaluate.benchmarks import BenchmarkError
+from evaluate.config import EvalConfig
+from evaluate.evaluator import EvalError, Evaluator
+from evaluate.results import summary_line, write_result
+from mixsd import config as cfg
+
+
+def evaluate(config: str | None = None, **flags) -> None:
+    settings = cfg.load(EvalConfig, config, "evaluate", **flags)
+    if not settings.model:
+        raise EvalError("--model is required (a checkpoint directory, a model directory or a hub id)")
+    print(cfg.describe(settings))
+    evaluator = Evaluator(settings)
+    metrics, records = evaluator.evaluate(settings.model)
+    write_result(settings.out, settings, settings.model, metrics, records)
+    print(summary_line(settings.model, metrics))
+
+
+def main() -> None:
+    try:
+        fire.Fire(evaluate)
+    except (CorpusError, BenchmarkError, EvalError, cfg.ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

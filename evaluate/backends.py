@@ -1,0 +1,113 @@
+"""Greedy generation for evaluation: vLLM when it is installed, transformers otherwise.
+
+Both take token-id prompts and return decoded completions. A backend is built once and pointed at one model
+after another with `load(path)`: the vLLM engine reloads weights in place (an engine start costs far more
+than a weight swap, and a torn-down engine cannot be rebuilt in the same process), so a sweep over a run's
+checkpoints pays for one engine.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+
+from mixsd.batching import left_pad
+
+
+@dataclass
+class BackendSettings:
+    dtype: str = "auto"
+    batch_size: int = 64                 # transformers backend: prompts per forward pass
+    max_model_len: int = 2048            # vLLM backend
+    gpu_memory_utilization: float = 0.3  # vLLM backend; on CPU a fraction of RAM
+
+
+def pick_backend(name: str) -> str:
+    if name == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    if name not in ("vllm", "hf"):
+        raise ValueError(f"--backend must be auto, vllm or hf, got {name!r}")
+    return name
+
+
+def make_backend(name: str, model: str, stop_token_ids: list[int], settings: BackendSettings):
+    if pick_backend(name) == "vllm":
+        return VLLMGreedy(model, stop_token_ids, settings)
+    return HFGreedy(model, stop_token_ids, settings)
+
+
+class HFGreedy:
+    def __init__(self, model: str, stop_token_ids: list[int], settings: BackendSettings):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.settings, self.stops = settings, set(stop_token_ids)
+        self.load(model)
+
+    def load(self, model: str) -> None:
+        from transformers import AutoModelForCausalLM
+
+        dtype = "auto" if self.settings.dtype == "auto" else getattr(torch, self.settings.dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        # Longest first: rows of a batch have similar lengths, so less padding.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        outputs: list[list[int]] = [[] for _ in prompts]
+        for start in range(0, len(order), self.settings.batch_size):
+            rows = order[start:start + self.settings.batch_size]
+            for row, completion in zip(rows, self._batch([prompts[i] for i in rows], max_new_tokens)):
+                outputs[row] = completion
+        return outputs
+
+    @torch.no_grad()
+    def _batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        ids, mask, positions = left_pad(prompts, 0, self.device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        completions: list[list[int]] = [[] for _ in prompts]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        next_position = positions[:, -1:] + 1
+        for _ in range(max_new_tokens):
+            tokens = out.logits[:, -1].float().argmax(-1)
+            for row in (~done).nonzero(as_tuple=True)[0].tolist():
+                token = int(tokens[row])
+                if token in self.stops:
+                    done[row] = True
+                else:
+                    completions[row].append(token)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
+                             past_key_values=out.past_key_values, use_cache=True)
+            next_position = next_position + 1
+        return completions
+
+
+class VLLMGreedy:
+    def __init__(self, model: str, stop_token_ids: list[int], settings: BackendSettings):
+        # In-process engine: weights can be swapped from here, and no worker process outlives a test.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
+        self.stops = list(stop_token_ids)
+        self.llm = LLM(model=model, dtype=settings.dtype, max_model_len=settings.max_model_len,
+                       gpu_memory_utilization=settings.gpu_memory_utilization, seed=0,
+                       enable_prefix_caching=True, disable_log_stats=True)
+        self.model = model
+
+    def load(self, model: str) -> None:
+        """Swap in another checkpoint of the same architecture; the prefix cache holds the old model's keys."""
+        if model == self.model:
+            return
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model)})
+        self.llm.reset_prefix_cache()
+        self.model = model
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stops,
+                                detokenize=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        return [[t for t in o.outputs[0].token_ids if t not in self.stops] for o in outputs]

@@ -1,0 +1,193 @@
+"""Scoring one model after another against the same base model, corpus and probes.
+
+The base model's side (its answers, which general-knowledge questions it gets right, its drift reference and
+its diagonal Fisher) is computed once; `evaluate(path)` then costs one generation pass and a few forward passes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from corpora.schema import CorpusError, load_jsonl
+from evaluate import drift, fisher, scoring
+from evaluate.backends import BackendSettings, make_backend, pick_backend
+from evaluate.benchmarks import load_benchmark, parse_spec
+from evaluate.config import EvalConfig
+from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
+from generate.prompts import chat_ids, stop_token_ids
+
+RETRIEVAL_INSTRUCTION = "Read the facts below and answer the question."
+
+
+class EvalError(ValueError):
+    pass
+
+
+@dataclass
+class Reply:
+    item: Item
+    text: str
+    correct: bool
+
+
+def check_model(path: str) -> None:
+    """A local path must be a model directory (config + weights); anything else is taken as a hub id."""
+    directory = Path(path)
+    if not directory.exists():
+        if path.count("/") == 1 and not path.startswith((".", "/")):
+            return  # a hub id: transformers resolves it
+        raise EvalError(f"{path}: no such model directory")
+    if not (directory / "config.json").is_file():
+        raise EvalError(f"{path}: not a model directory (no config.json)")
+    if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
+        raise EvalError(f"{path}: not a model directory (no *.safetensors or *.bin weights)")
+    try:
+        json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise EvalError(f"{path}/config.json: invalid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def corpus_items(corpus: str, splits: list[str], limit: int) -> list[Item]:
+    items = []
+    for split in splits:
+        path = Path(corpus) / f"{split}.jsonl"
+        if not path.is_file():
+            raise EvalError(f"{path}: corpus split '{split}' is missing")
+        examples = load_jsonl(path)[:limit or None]
+        for e in examples:
+            prompt = e.question if e.context is None else f"{RETRIEVAL_INSTRUCTION}\n\n{e.context}\n\nQuestion: {e.question}"
+            items.append(Item(e.id, split, prompt, (e.clear_answer,), "auto"))
+    return items
+
+
+def corpus_entities(corpus: str) -> set[str]:
+    """Every invented name of the knowledge base (world.json), or the train split's subjects and answers."""
+    world = Path(corpus) / "world.json"
+    if world.is_file():
+        return {name for names in json.loads(world.read_text())["entities"].values() for name in names}
+    train = Path(corpus) / "train.jsonl"
+    if not train.is_file():
+        return set()
+    return {x for e in load_jsonl(train) for x in (e.subject, e.clear_answer) if x}
+
+
+class Evaluator:
+    def __init__(self, config: EvalConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        check_model(config.base)
+        self.entities = corpus_entities(config.corpus)
+        self.items = corpus_items(config.corpus, config.splits, config.split_limit)
+        self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
+        for name, source in parse_spec(config.benchmarks).items():
+            self.items += load_benchmark(name, source, config.benchmark_limit)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.base)
+        self.prompts = [chat_ids(self.tokenizer, item.prompt) for item in self.items]
+        self.backend_name = pick_backend(config.backend)
+        self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
+                                    BackendSettings(config.dtype, config.batch_size, config.max_model_len,
+                                                    config.gpu_memory_utilization))
+        self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
+        self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
+        self.base_replies = self._replies()
+        self.kept_general = {r.item.id for r in self.base_replies if r.item.task == "general_knowledge" and r.correct}
+        self.drift_reference = self._drift_reference()
+        self.fisher = self._fisher() if config.fisher_examples else None
+
+    # --- the base model's side, once ---------------------------------------------------------------------
+    def _replies(self) -> list[Reply]:
+        completions = self.backend.generate(self.prompts, self.config.max_new_tokens)
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return [Reply(item, text, scoring.item_correct(text, item.answers, item.rule))
+                for item, text in zip(self.items, texts)]
+
+    def _drift_reference(self) -> drift.DriftReference:
+        prompts = [chat_ids(self.tokenizer, p) for p in DRIFT_PROMPTS]
+        continuations = self.backend.generate(prompts, self.config.drift_tokens)
+        return drift.reference(self.base_model, prompts, continuations)
+
+    def _fisher(self) -> dict[str, torch.Tensor]:
+        probes = [i for i in self.items if i.task in PROBE_TASKS][:self.config.fisher_examples]
+        examples = [(chat_ids(self.tokenizer, i.prompt),
+                     self.tokenizer(f"The answer is {i.answers[0]}.", add_special_tokens=False)["input_ids"])
+                    for i in probes]
+        return fisher.diagonal_fisher(self.base_model, examples)
+
+    # --- one model ---------------------------------------------------------------------------------------
+    def evaluate(self, model: str) -> tuple[dict, list[dict]]:
+        """(metrics, one record per item). The base model itself may be passed: its retention is 1."""
+        from transformers import AutoModelForCausalLM
+
+        check_model(model)
+        start = time.perf_counter()
+        self.backend.load(model)
+        replies = self._replies()
+        tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        drift_metrics = drift.measure(tuned, self.drift_reference)
+        movement = fisher.movement(self.fisher, self.base_state, tuned.state_dict()) if self.fisher else None
+        del tuned
+        records = [self._record(r) for r in replies]
+        metrics = self._metrics(replies, drift_metrics, movement) | {"error_modes": _error_modes(records)}
+        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        return metrics, records
+
+    def _metrics(self, replies: list[Reply], drift_metrics: dict, movement: dict | None) -> dict:
+        by_task = _group(replies, self.kept_general)
+        base_by_task = _group(self.base_replies, self.kept_general)
+        accuracy = {t: _mean(by_task[t]) for t in self.config.splits if t in by_task}
+        held_out = {}
+        for task in by_task:
+            if task in self.config.splits:
+                continue
+            score, base = _mean(by_task[task]), _mean(base_by_task[task])
+            held_out[task] = {"score": score, "base_score": base, "n": len(by_task[task]),
+                              "retention": score / base if base else None}
+        retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
+        retention["drift"] = drift_metrics["greedy_agreement"]
+        return {
+            "accuracy": accuracy, "held_out": held_out, "drift": drift_metrics,
+            "retention": retention | {"average": sum(retention.values()) / len(retention)},
+            "fisher_movement": movement,
+            "backend": self.backend_name,
+        }
+
+    def _record(self, r: Reply) -> dict:
+        """One item's outcome; a wrong held-out answer (probes, benchmarks) also gets its error mode."""
+        record = {"id": r.item.id, "task": r.item.task, "reply": r.text, "correct": r.correct}
+        if r.item.task not in self.config.splits and not r.correct and _counted(r.item, self.kept_general):
+            record["error_mode"] = scoring.error_mode(r.text, r.item.prompt, r.item.answers, r.item.rule,
+                                                      self.entities)
+        return record
+
+
+def _error_modes(records: list[dict]) -> dict[str, dict[str, int]]:
+    modes: dict[str, dict[str, int]] = {}
+    for record in records:
+        if "error_mode" in record:
+            modes.setdefault(record["task"], dict.fromkeys(scoring.ERROR_MODES, 0))[record["error_mode"]] += 1
+    return modes
+
+
+def _counted(item: Item, kept_general: set[str]) -> bool:
+    """General-knowledge questions count only where the base model answers them correctly."""
+    return item.task != "general_knowledge" or item.id in kept_general
+
+
+def _group(replies: list[Reply], kept_general: set[str]) -> dict[str, list[bool]]:
+    grouped: dict[str, list[bool]] = {}
+    for r in replies:
+        if _counted(r.item, kept_general):
+            grouped.setdefault(r.item.task, []).append(r.correct)
+    return grouped
+
+
+def _mean(values: list[bool]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+__all__ = ["Evaluator", "EvalError", "CorpusError", "check_model"]

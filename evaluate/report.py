@@ -1,0 +1,163 @@
+"""`python -m evaluate.report --runs TRAIN_DIR [TRAIN_DIR …] --eval_dir DIR --base M --out DIR`
+
+Gathers a sweep's results (`python -m evaluate.sweep`) into OUT/results.md and OUT/results.json (final
+checkpoint of each run, every checkpoint for the trade-off) and the PNG figures: target NLL CDF, Fisher
+movement, accuracy–retention trade-off and error modes. Target NLL is computed here (cheap: one forward pass
+per training example) and cached in OUT/target_nll.json keyed by the shards' checksums.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import fire
+import torch
+
+from evaluate import plots
+from evaluate.nll import target_nll
+from evaluate.results import read_result
+from mixsd.atomic import write_json, write_text
+from mixsd.cli import join_list_flags
+from mixsd.versions import versions
+from train.checkpoint import checkpoints
+
+PROBE_COLUMNS = ("in_context", "arithmetic", "general_knowledge", "drift")
+
+
+@dataclass
+class Run:
+    directory: Path
+    label: str
+    method: str
+    lam: float | None
+    shards: list[str]
+    results: list[tuple[int, dict]]  # (step, metrics document), in step order
+
+
+def load_run(directory: Path, eval_dir: Path) -> Run:
+    info = json.loads((directory / "train_config.json").read_text())
+    config = info["config"]
+    lams = {s.get("lam") for s in info.get("shards", [])}
+    lam = lams.pop() if len(lams) == 1 else None
+    method = config["method"]
+    label = {"mixsd": f"MixSD λ={lam}", "sft": "SFT", "opsd": "OPSD"}.get(method, method)
+    results = []
+    for step_dir in checkpoints(directory):
+        document = read_result(eval_dir / directory.name / step_dir.name)
+        if document is None:
+            raise FileNotFoundError(f"{eval_dir / directory.name / step_dir.name}: not evaluated yet "
+                                    "(run python -m evaluate.sweep first)")
+        results.append((int(step_dir.name.split("-")[1]), document))
+    return Run(directory, label, method, lam, config["shards"], results)
+
+
+def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, list[float]]:
+    """Per-token target NLL under the base model for each run with fixed targets (not OPSD)."""
+    from transformers import AutoModelForCausalLM
+
+    from train.data import load_examples
+
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    model, found = None, {}
+    for run in runs:
+        if run.method == "opsd":
+            continue
+        examples, manifests = load_examples(run.shards)
+        key = json.dumps([base] + sorted(s["sha256"] for m in manifests for s in m.get("shards", [])))
+        if cache.get(run.label, {}).get("key") != key:
+            model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+            values = target_nll(model, [(e.prompt_ids, e.target_ids) for e in examples])
+            cache[run.label] = {"key": key, "nll": [v for row in values for v in row]}
+        found[run.label] = cache[run.label]["nll"]
+    write_json(cache_path, cache)
+    return found
+
+
+def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -> dict:
+    retention = metrics["retention"]
+    movement = metrics.get("fisher_movement")
+    return {"method": label, "lambda": lam, "step": step, **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
+            **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS}, "ret_average": retention["average"],
+            "kl": metrics["drift"]["kl_base_tuned"], "target_nll": sum(nll) / len(nll) if nll else None,
+            "fisher": movement["total"] if movement else None}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3g}" if value and not 0.01 <= abs(value) < 1000 else f"{value:.3f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = [("method", "method"), ("lambda", "λ"), ("step", "step"), ("acc_train", "train acc"),
+               ("acc_paraphrase", "paraphrase"), ("acc_compositional", "2-hop"), ("acc_retrieval", "retrieval"),
+               ("ret_in_context", "ret. in-context"), ("ret_arithmetic", "ret. arithmetic"),
+               ("ret_general_knowledge", "ret. general kn."), ("ret_drift", "greedy agreement"),
+               ("ret_average", "avg retention"), ("kl", "KL(base‖tuned)"), ("target_nll", "mean target NLL"),
+               ("fisher", "Fisher movement")]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
+    eval_path, out_path = Path(eval_dir), Path(out)
+    loaded = [load_run(Path(r), eval_path) for r in runs]
+    base_doc = read_result(eval_path / "base")
+    if base_doc is None:
+        raise FileNotFoundError(f"{eval_path / 'base'}: the base model is not evaluated yet")
+    nll = nll_per_run(loaded, base, out_path / "target_nll.json")
+    base_row = row_of("base model", None, 0, base_doc["metrics"], None)
+    finals = [row_of(r.label, r.lam, r.results[-1][0], r.results[-1][1]["metrics"], nll.get(r.label)) for r in loaded]
+    every = [row_of(r.label, r.lam, step, doc["metrics"], None) for r in loaded for step, doc in r.results]
+    figures = _figures(loaded, base_row, nll, out_path)
+    table = markdown_table([base_row] + finals)
+    text = "\n\n".join([
+        "# Knowledge injection on the embedded default model",
+        f"Base model `{base}`; evaluation settings: `{json.dumps(base_doc['config'], sort_keys=True)}`.",
+        "## Final checkpoints\n\n" + table,
+        "## Every checkpoint (trade-off)\n\n" + markdown_table(every),
+        "## Figures\n\n" + "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
+    ]) + "\n"
+    write_text(out_path / "results.md", text)
+    write_json(out_path / "results.json", {"final": [base_row] + finals, "checkpoints": every,
+                                           "versions": versions(), "figures": [p.name for p in figures.values()]})
+    return table
+
+
+def _figures(runs: list[Run], base_row: dict, nll: dict[str, list[float]], out: Path) -> dict[str, Path]:
+    figures = {}
+    if nll:
+        figures["target NLL"] = plots.nll_cdf(nll, out / "target_nll_cdf.png")
+    movement = {r.label: (r.results[-1][1]["metrics"].get("fisher_movement") or {}).get("per_group", {}) for r in runs}
+    if any(movement.values()):
+        figures["Fisher movement"] = plots.fisher_bars(movement, out / "fisher_movement.png")
+    curves = {r.label: [(d["metrics"]["accuracy"]["train"], d["metrics"]["retention"]["average"]) for _, d in r.results]
+              for r in runs}
+    figures["trade-off"] = plots.tradeoff(curves, (base_row.get("acc_train") or 0.0, base_row["ret_average"]),
+                                          out / "tradeoff.png")
+    modes = {r.label: r.results[-1][1]["metrics"]["error_modes"] for r in runs}
+    figures["error modes"] = plots.error_modes(modes, out / "error_modes.png")
+    return figures
+
+
+def main_command(runs: str | list[str], eval_dir: str, base: str, out: str) -> None:
+    run_list = runs.split(",") if isinstance(runs, str) else [str(r) for r in runs]
+    print(report(run_list, eval_dir, base, out))
+
+
+def main() -> None:
+    try:
+        fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--runs",)))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

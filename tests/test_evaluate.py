@@ -1,0 +1,183 @@
+"""Evaluation on the tiny model: the analyses against direct computations, the evaluator end to end, the
+sweep and report over a real training run, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from evaluate import drift, fisher
+from evaluate.config import EvalConfig
+from evaluate.evaluator import EvalError, Evaluator
+from evaluate.nll import target_nll
+from evaluate.probes import general_knowledge_items
+from generate.config import GenerateConfig
+from generate.runner import Generator
+from train.config import TrainConfig
+from train.trainer import train
+
+SMALL = dict(split_limit=6, in_context_probes=4, arithmetic_probes=6, fisher_examples=8, max_new_tokens=12,
+             drift_tokens=8, backend="hf", dtype="float32", progress=False)
+
+
+def _model(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def perturbed_dir(tiny_model_dir, tmp_path_factory):
+    """A 'tuned' model: the tiny model with its last block's MLP moved."""
+    from transformers import AutoTokenizer
+
+    model = _model(tiny_model_dir)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for p in model.model.layers[-1].mlp.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    out = tmp_path_factory.mktemp("perturbed")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def test_target_nll_is_padding_invariant(tiny_model_dir):
+    model = _model(tiny_model_dir)
+    pairs = [([5, 6, 7, 8, 9], [10, 11]), ([5, 6], [12, 13, 14, 15]), ([3], [4])]
+    batched = target_nll(model, pairs, batch_size=3)
+    for (prompt, target), got in zip(pairs, batched):
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([prompt + target])).logits[0].float(), -1)
+        expected = [-float(logprobs[len(prompt) - 1 + t, token]) for t, token in enumerate(target)]
+        assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_target_nll_matches_the_generators_naive_logprobs(tiny_model_dir, kgfact_small, tmp_path):
+    """The shards' naive logprobs are log p(target token | naive prompt, mixed prefix): exactly what the
+    NLL analysis computes for MixSD targets, from another code path (the generator's reference backend)."""
+    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), out=str(tmp_path),
+                            lam=[0.5], max_new_tokens=10, backend="hf", dtype="float32", progress=False)
+    (run,) = Generator(config).run_all()
+    rows = pq.read_table(run / "shard-00000.parquet").to_pylist()[:12]
+    nll = target_nll(_model(tiny_model_dir), [(r["prompt_ids"], r["target_ids"]) for r in rows])
+    for row, values in zip(rows, nll):
+        assert values == pytest.approx([-x for x in row["naive_logprobs"]], abs=1e-3)
+
+
+def test_drift_is_zero_against_itself_and_grows_with_perturbation(tiny_model_dir, perturbed_dir):
+    base = _model(tiny_model_dir)
+    prompts = [[1, 5, 9, 14], [1, 7], [1, 30, 31, 32, 33, 34]]
+    continuations = [[40, 41, 42], [43, 44, 45, 46], [47]]
+    reference = drift.reference(base, prompts, continuations)
+    same = drift.measure(base, reference)
+    assert same["kl_base_tuned"] == pytest.approx(0.0, abs=1e-6) and same["greedy_agreement"] == 1.0
+    assert same["positions"] == 8
+    moved = drift.measure(_model(perturbed_dir), reference)
+    assert moved["kl_base_tuned"] > 1e-4
+    # Direct computation for the first prompt.
+    ids = torch.tensor([prompts[0] + continuations[0]])
+    p = torch.log_softmax(base(ids).logits[0, 3:6].float(), -1)
+    q = torch.log_softmax(_model(perturbed_dir)(ids).logits[0, 3:6].float(), -1)
+    assert float((p.exp() * (p - q)).sum(-1)[0]) >= 0
+
+
+def test_fisher_movement_matches_a_direct_sum(tiny_model_dir, perturbed_dir):
+    base = _model(tiny_model_dir)
+    f = fisher.diagonal_fisher(base, [([1, 5, 9], [10, 11]), ([1, 7], [12])])
+    assert all(v.min() >= 0 for v in f.values()) and sum(float(v.sum()) for v in f.values()) > 0
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    assert fisher.movement(f, base_state, base_state)["total"] == 0.0
+    tuned_state = _model(perturbed_dir).state_dict()
+    moved = fisher.movement(f, base_state, tuned_state)
+    last = f"layer {len(base.model.layers) - 1:02d}"
+    assert set(k for k, v in moved["per_group"].items() if v > 0) == {last}
+    direct = sum(float((f[n] * (tuned_state[n] - base_state[n]) ** 2).sum()) for n in f if ".mlp." in n)
+    assert moved["total"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_small, perturbed_dir, tmp_path):
+    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_small),
+                                     out=str(tmp_path), **SMALL))
+    metrics, records = evaluator.evaluate(str(tiny_model_dir))
+    assert set(metrics["accuracy"]) == {"train", "paraphrase", "compositional", "retrieval"}
+    assert metrics["drift"]["kl_base_tuned"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["fisher_movement"]["total"] == 0.0
+    assert all(v["score"] == v["base_score"] for v in metrics["held_out"].values())
+    assert metrics["retention"]["drift"] == 1.0
+    assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
+    assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items())
+    tuned, _ = evaluator.evaluate(str(perturbed_dir))
+    assert tuned["fisher_movement"]["total"] > 0 and tuned["drift"]["kl_base_tuned"] > 0
+    # Error modes are counted exactly for the wrong held-out answers that count.
+    wrong = sum(1 for r in records if "error_mode" in r)
+    assert sum(sum(v.values()) for v in metrics["error_modes"].values()) == wrong
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd,
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+
+def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_small, perturbed_dir, tmp_path):
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    done = _cli("evaluate", "--model", str(perturbed_dir), "--base", str(tiny_model_dir), "--corpus",
+                str(kgfact_small), "--out", str(tmp_path / "e"), *flags)
+    assert done.returncode == 0, done.stderr
+    document = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert document["config"]["base"] == str(tiny_model_dir) and "torch" in document["versions"]["packages"]
+    assert "retention average" in done.stdout.splitlines()[-1]
+    assert len((tmp_path / "e" / "answers.jsonl").read_text().splitlines()) > 0
+
+
+def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small, tmp_path):
+    base = ["--base", str(tiny_model_dir), "--backend", "hf"]
+    not_a_model = tmp_path / "ckpt"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("hello")
+    done = _cli("evaluate", "--model", str(not_a_model), *base, "--corpus", str(kgfact_small), "--out", str(tmp_path / "o1"))
+    assert done.returncode == 2 and f"{not_a_model}: not a model directory" in done.stderr
+    partial = tmp_path / "corpus"
+    partial.mkdir()
+    (partial / "train.jsonl").write_text((kgfact_small / "train.jsonl").read_text())
+    done = _cli("evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(partial), "--out", str(tmp_path / "o2"))
+    assert done.returncode == 2 and f"{partial / 'paraphrase.jsonl'}: corpus split 'paraphrase' is missing" in done.stderr
+    bad = tmp_path / "gsm8k.jsonl"
+    bad.write_text('{"problem": "no question field"}\n')
+    done = _cli("evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(kgfact_small),
+                "--benchmarks", f"gsm8k={bad}", "--out", str(tmp_path / "o3"))
+    assert done.returncode == 2 and f"{bad}, line 1: field 'answer'" in done.stderr
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+    with pytest.raises(EvalError, match="no such model directory"):
+        Evaluator(EvalConfig(base=str(tmp_path / "absent"), corpus=str(kgfact_small), **SMALL))
+
+
+def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_small, tmp_path):
+    from evaluate.report import report
+    from evaluate.sweep import sweep
+
+    shards = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
+                                      out=str(tmp_path / "gen"), method="sft", progress=False)).run_all()
+    run = tmp_path / "train" / "sft"
+    train(TrainConfig(model=str(tiny_model_dir), shards=[str(s) for s in shards], out=str(run), method="sft", lr=1e-3,
+                      batch_size=16, micro_batch_size=8, max_steps=4, save_every=2, keep_last=10, warmup_steps=0,
+                      dtype="float32", progress=False))
+    config = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_small), out=str(tmp_path / "eval"), **SMALL)
+    targets = sweep([str(run)], config)
+    assert [t.relative_to(tmp_path / "eval").as_posix() for t in targets] == ["base", "sft/step-000002", "sft/step-000004"]
+    stamps = [(t / "metrics.json").stat().st_mtime_ns for t in targets]
+    sweep([str(run)], config)  # a rerun reuses every result
+    assert [(t / "metrics.json").stat().st_mtime_ns for t in targets] == stamps
+    table = report([str(run)], str(tmp_path / "eval"), str(tiny_model_dir), str(tmp_path / "report"))
+    assert "| SFT |" in table and "| base model |" in table
+    for name in ("target_nll_cdf.png", "fisher_movement.png", "tradeoff.png", "error_modes.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [r["step"] for r in results["checkpoints"]] == [2, 4]
+    assert results["final"][1]["target_nll"] > 0 and results["final"][0]["ret_average"] == 1.0

@@ -1,0 +1,50 @@
+"""The vLLM evaluation backend gives the transformers backend's greedy tokens, before and after swapping in
+another checkpoint's weights. In a subprocess: this test session already holds vLLM engines."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from evaluate.backends import BackendSettings, HFGreedy, VLLMGreedy
+    first, second = sys.argv[1], sys.argv[2]
+    prompts = [[1, 5, 9, 14], [1, 7], [1, 30, 31, 32, 33, 34], [1, 2, 3]]
+    settings = BackendSettings(dtype="float32", max_model_len=256, gpu_memory_utilization=0.1)
+    engine = VLLMGreedy(first, [0], settings)
+    got = {"first": engine.generate(prompts, 12)}
+    engine.load(second)
+    got["second"] = engine.generate(prompts, 12)
+    got["hf_first"] = HFGreedy(first, [0], settings).generate(prompts, 12)
+    got["hf_second"] = HFGreedy(second, [0], settings).generate(prompts, 12)
+    print(json.dumps(got))
+""")
+
+
+def test_vllm_backend_matches_transformers_and_swaps_weights(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.3)  # a different model: other greedy tokens
+    model.save_pretrained(tmp_path / "second")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "second")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(tmp_path / "second")],
+                          capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(root)}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["first"] == got["hf_first"]
+    assert got["second"] == got["hf_second"]
+    assert got["first"] != got["second"]
