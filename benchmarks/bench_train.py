@@ -29,12 +29,12 @@ def run_ours(model: str, shards: str, steps: int, batch_size: int, micro_batch_s
     from train.config import TrainConfig
     from train.trainer import train
 
-    out = tempfile.mkdtemp(prefix="bench-train-")
-    start = time.perf_counter()
-    train(TrainConfig(model=model, shards=[shards], out=out, max_steps=steps, batch_size=batch_size,
-                      micro_batch_size=micro_batch_size, dtype=dtype, warmup_steps=0, progress=False))
-    total = time.perf_counter() - start
-    rows = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as out:  # a checkpoint is 1.6 GB: never left behind
+        start = time.perf_counter()
+        train(TrainConfig(model=model, shards=[shards], out=out, max_steps=steps, batch_size=batch_size,
+                          micro_batch_size=micro_batch_size, dtype=dtype, warmup_steps=0, progress=False))
+        total = time.perf_counter() - start
+        rows = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
     timed = rows[1:]  # the first step pays for allocation and kernel selection
     return {"tokens_per_s": sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed),
             "peak_gib": _peak_memory_gib(), "wall_s": total,
@@ -66,8 +66,9 @@ def run_trainer(model: str, shards: str, steps: int, batch_size: int, micro_batc
             step_tokens.append(sum(len(b["input_ids"]) for b in batch))
             return super().__call__(batch, return_tensors)
 
+    out = tempfile.TemporaryDirectory(prefix="bench-trainer-")
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), per_device_train_batch_size=micro_batch_size,
+        output_dir=out.name, per_device_train_batch_size=micro_batch_size,
         gradient_accumulation_steps=batch_size // micro_batch_size, max_steps=steps, learning_rate=1e-5,
         lr_scheduler_type="constant", optim="adamw_torch", adam_beta2=0.95, weight_decay=0.01, max_grad_norm=1.0,
         bf16=dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), report_to=[],
@@ -79,6 +80,7 @@ def run_trainer(model: str, shards: str, steps: int, batch_size: int, micro_batc
     start = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - start
+    out.cleanup()
     per_step = batch_size // micro_batch_size
     tokens = [sum(step_tokens[i * per_step:(i + 1) * per_step]) for i in range(len(step_times))]
     return {"tokens_per_s": sum(tokens[1:]) / sum(step_times[1:]), "peak_gib": _peak_memory_gib(), "wall_s": total}
