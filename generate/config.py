@@ -40,6 +40,12 @@ class GenerateConfig:
     num_gpu_blocks_override: int | None = None
     batch_pairs: int = 32             # hf backend: pairs per batch
     progress: bool = True
+    # Ray (generate/ray_runner.py): off unless --ray true or --ray_address is given
+    ray: bool = False
+    ray_address: str = ""             # "auto" inside a cluster; empty: start a local Ray instance
+    num_workers: int = 1              # actors, each with its own engine
+    gpus_per_worker: float = 0.0      # GPUs each actor reserves (1 per engine on a GPU cluster; TP: the TP size)
+    cpus_per_worker: float = 1.0
 
     def __post_init__(self):
         for lam in self.lam:
@@ -60,6 +66,8 @@ class GenerateConfig:
             (self.max_num_seqs >= 2 and self.max_num_seqs % 2 == 0,
              f"--max_num_seqs must be even and >= 2 (pairs are admitted whole), got {self.max_num_seqs}"),
             (self.answer_rule in RULES, f"--answer_rule must be one of {RULES}, got {self.answer_rule!r}"),
+            (self.num_workers >= 1, f"--num_workers must be >= 1, got {self.num_workers}"),
+            (self.gpus_per_worker >= 0 and self.cpus_per_worker >= 0, "--gpus_per_worker and --cpus_per_worker must be >= 0"),
             ("{question}" in self.expert_template and "{context}" in self.expert_template,
              "--expert_template must contain {question} and {context}"),
         ]

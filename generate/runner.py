@@ -33,6 +33,37 @@ class Prepared:
     max_tokens: int
 
 
+@dataclass
+class RunState:
+    """One λ's run directory and its manifest while it is being filled."""
+
+    lam: float | None
+    run_dir: Path
+    manifest: dict
+    shard_count: int
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def missing(self) -> list[int]:
+        done = {e["file"] for e in self.manifest["shards"]}
+        return [i for i in range(self.shard_count) if shards.shard_name(i) not in done]
+
+    def examples_done(self, shard_size: int, total: int) -> int:
+        missing = set(self.missing)
+        return sum(min(shard_size, total - i * shard_size) for i in range(self.shard_count) if i not in missing)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, *args, **kwargs) -> None:
+        pass
+
+
 class Generator:
     def __init__(self, config: GenerateConfig, engine=None):
         """`engine`: an already started backend to reuse (tests and λ sweeps share one); built lazily otherwise."""
@@ -51,34 +82,61 @@ class Generator:
         return [self.run(lam) for lam in lams]
 
     def run(self, lam: float | None) -> Path:
+        state = self.open_run(lam)
+        if state.complete:
+            return state.run_dir
+        bar = tqdm(total=len(self.examples), initial=state.examples_done(self.config.shard_size, len(self.examples)),
+                   unit="ex", desc=state.run_dir.name, disable=not self.config.progress)
+        for index in state.missing:
+            start = time.perf_counter()
+            rows, report = self.shard_rows(index, lam, bar)
+            self.record_shard(state, index, rows, report, time.perf_counter() - start)
+        bar.close()
+        return self.finish_run(state)
+
+    # ---- the steps of a run, shared with the Ray driver (generate/ray_runner.py) ----------------------------
+    def chunks(self) -> list[list[Example]]:
+        """Examples assigned to shards: a fixed split of the corpus order, whoever generates them."""
+        size = self.config.shard_size
+        return [self.examples[i:i + size] for i in range(0, len(self.examples), size)]
+
+    def open_run(self, lam: float | None) -> RunState:
         settings = self.config.output_settings(lam) | {"model": self.model_id, "corpus_sha256": self.corpus_sha256}
         digest = shards.settings_hash(settings)
         run_dir = Path(self.config.out) / shards.run_name(settings, digest)
         manifest = shards.open_run(run_dir, digest, self._fresh_manifest(lam, digest, settings))
-        if manifest.get("complete"):
+        state = RunState(lam, run_dir, manifest, len(self.chunks()))
+        if state.complete:
             print(f"{run_dir}: complete, nothing to do")
-            return run_dir
-        chunks = [self.examples[i:i + self.config.shard_size] for i in range(0, len(self.examples), self.config.shard_size)]
-        done = len(manifest["shards"])
-        bar = tqdm(total=len(self.examples), initial=sum(len(c) for c in chunks[:done]), unit="ex",
-                   desc=run_dir.name, disable=not self.config.progress)
-        for index in range(done, len(chunks)):
-            start = time.perf_counter()
-            rows, report = self._shard_rows(chunks[index], lam, bar)
-            entry = shards.write_shard(run_dir / f"shard-{index:05d}.parquet", rows, self.config.row_group_size)
-            seconds = time.perf_counter() - start
-            entry |= {"examples": len(chunks[index]), "seconds": round(seconds, 3)} | report["counts"]
-            manifest["shards"].append(entry)
-            manifest["skipped"] += report["skipped"]
-            _accumulate(manifest["totals"], report["counts"], seconds)
-            shards.save_manifest(run_dir, manifest)
-        bar.close()
+        elif manifest["shards"]:
+            manifest.setdefault("reused", {}).setdefault("shards", [])
+            manifest["reused"]["shards"] = sorted(set(manifest["reused"]["shards"]) | {e["file"] for e in manifest["shards"]})
+        return state
+
+    def shard_rows(self, index: int, lam: float | None, bar=None) -> tuple[list[dict], dict]:
+        return self._shard_rows(self.chunks()[index], lam, bar or _NoBar())
+
+    def record_shard(self, state: RunState, index: int, rows: list[dict], report: dict, seconds: float,
+                     written_by: dict | None = None) -> None:
+        """Write one shard atomically, then list it in the manifest (entries in shard order)."""
+        entry = shards.write_shard(state.run_dir / shards.shard_name(index), rows, self.config.row_group_size)
+        entry |= {"examples": len(self.chunks()[index]), "seconds": round(seconds, 3)} | report["counts"]
+        if written_by:
+            entry["written_by"] = written_by
+        manifest = state.manifest
+        manifest["shards"] = sorted(manifest["shards"] + [entry], key=lambda e: e["file"])
+        manifest["skipped"] = sorted(manifest["skipped"] + report["skipped"], key=lambda s: s["id"])
+        _accumulate(manifest["totals"], report["counts"], seconds)
+        shards.save_manifest(state.run_dir, manifest)
+
+    def finish_run(self, state: RunState) -> Path:
+        manifest = state.manifest
         manifest["complete"] = True
-        shards.save_manifest(run_dir, manifest)
+        shards.save_manifest(state.run_dir, manifest)
         totals = manifest["totals"]
-        print(f"{run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
+        print(f"{state.run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
               f"{totals['splits']} splits ({totals['recovered']} pairs recovered), {totals['tokens_per_s']:.1f} target tokens/s")
-        return run_dir
+        return state.run_dir
 
     def _fresh_manifest(self, lam, digest: str, settings: dict) -> dict:
         return {

@@ -51,6 +51,10 @@ def run_name(settings: dict[str, Any], digest: str) -> str:
     return f"{settings['method']}-lam{settings['lam']:g}-t{settings['temperature']:g}-{digest}"
 
 
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
 def write_shard(path: Path, rows: list[dict], row_group_size: int) -> dict[str, Any]:
     """Write rows atomically; return the shard's manifest entry."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
