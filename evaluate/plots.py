@@ -36,7 +36,7 @@ def nll_cdf(per_method: dict[str, list[float]], path: Path) -> Path:
 def fisher_bars(per_method: dict[str, dict[str, float]], path: Path) -> Path:
     """Fisher-weighted movement per layer group (bars side by side per method), total in the legend."""
     groups = sorted({g for movement in per_method.values() for g in movement})
-    figure, axes = plt.subplots(figsize=(max(6, 0.35 * len(groups) * max(1, len(per_method))), 4))
+    figure, axes = plt.subplots(figsize=(min(14, max(6, 0.12 * len(groups) * max(1, len(per_method)))), 4))
     width = 0.8 / max(1, len(per_method))
     for k, (label, movement) in enumerate(per_method.items()):
         axes.bar([i + k * width for i in range(len(groups))], [movement.get(g, 0.0) for g in groups], width,

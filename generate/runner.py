@@ -246,7 +246,8 @@ class Generator:
                 self._engine = VLLMPairedEngine(EngineSettings(
                     model=cfg.model, dtype=cfg.dtype, max_model_len=self.max_model_len, max_num_seqs=cfg.max_num_seqs,
                     gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, logprobs=cfg.logprobs, seed=cfg.seed),
+                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, tensor_parallel_size=cfg.tensor_parallel_size,
+                    logprobs=cfg.logprobs, seed=cfg.seed),
                     self.stop_ids)
         return self._engine
 

@@ -135,6 +135,7 @@ class EngineSettings:
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.3
     num_gpu_blocks_override: int | None = None
+    tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
     ignore_eos: bool = False   # benchmarks: fixed lengths
     logprobs: bool = True      # raw log p_E / log p_N of each forced token; costs vLLM bookkeeping per token
@@ -203,6 +204,7 @@ class VLLMPairedEngine:
             max_num_seqs=settings.max_num_seqs, max_num_batched_tokens=settings.max_num_batched_tokens,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             num_gpu_blocks_override=settings.num_gpu_blocks_override,
+            tensor_parallel_size=settings.tensor_parallel_size,
             enable_prefix_caching=settings.enable_prefix_caching, seed=settings.seed,
             logits_processors=[PairedMixProcessor], async_scheduling=False, disable_log_stats=True)
         self.engine = LLMEngine.from_engine_args(args)
