@@ -101,6 +101,7 @@ class VLLMGreedy:
         if model == self.model:
             return
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model)})
+        self.llm.apply_model(_retie_output_head)
         self.llm.reset_prefix_cache()
         self.model = model
 
@@ -111,3 +112,15 @@ class VLLMGreedy:
                                 detokenize=False)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [[t for t in o.outputs[0].token_ids if t not in self.stops] for o in outputs]
+
+
+def _retie_output_head(model) -> None:
+    """vLLM's in-place reload gives a model with tied embeddings a new embedding tensor but puts the output
+    head's old tensor back (the checkpoint stores the shared matrix once, under the embedding), so the head
+    would keep the previous model's weights (on CPU also a prepacked copy of them). Point it at the reloaded
+    embedding again and let its method re-process it."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "tie_word_embeddings", False):
+        head = model.lm_head
+        head.weight = model.model.embed_tokens.weight
+        head.quant_method.process_weights_after_loading(head)

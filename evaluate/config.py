@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "paraphrase", "compositional", "retrieval")
+# Part of every result's fingerprint: a change to how models are scored re-scores them instead of reusing.
+EVALUATOR_VERSION = "mixsd-eval-2"
 
 
 @dataclass
@@ -39,4 +41,4 @@ class EvalConfig:
     def fingerprint_fields(self) -> dict:
         """What decides an evaluation's numbers (not where it is written or how it reports progress)."""
         skip = {"model", "out", "progress", "batch_size", "gpu_memory_utilization"}
-        return {k: v for k, v in self.__dict__.items() if k not in skip}
+        return {k: v for k, v in self.__dict__.items() if k not in skip} | {"evaluator": EVALUATOR_VERSION}

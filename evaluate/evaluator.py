@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from corpora.schema import CorpusError, load_jsonl
+from corpora.schema import load_jsonl
 from evaluate import drift, fisher, scoring
 from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
@@ -188,6 +188,3 @@ def _group(replies: list[Reply], kept_general: set[str]) -> dict[str, list[bool]
 
 def _mean(values: list[bool]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-__all__ = ["Evaluator", "EvalError", "CorpusError", "check_model"]

@@ -26,6 +26,7 @@ class DebugModelConfig:
     intermediate_size: int = 256
     max_position_embeddings: int = 2048
     initializer_range: float = 0.2   # peaked next-token distributions: argmaxes are far from ties
+    tie_word_embeddings: bool = False  # True: one matrix for input embedding and output head, as SmolLM2
     seed: int = 0
 
 
@@ -64,7 +65,7 @@ def build_model(config: DebugModelConfig, tokenizer):
         vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads, max_position_embeddings=config.max_position_embeddings,
-        initializer_range=config.initializer_range, tie_word_embeddings=False,
+        initializer_range=config.initializer_range, tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

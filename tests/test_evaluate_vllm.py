@@ -30,18 +30,25 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_vllm_backend_matches_transformers_and_swaps_weights(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("tied", [False, True], ids=["separate-head", "tied-embeddings"])
+def test_vllm_backend_matches_transformers_and_swaps_weights(tied, tmp_path):
+    """Tied embeddings (SmolLM2) matter: vLLM's in-place reload would leave the output head on the old
+    weights (and, on CPU, on a prepacked copy of them)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    from mixsd.debug_model import DebugModelConfig, write_debug_model
+
+    first = write_debug_model(tmp_path / "first", DebugModelConfig(tie_word_embeddings=tied))
+    model = AutoModelForCausalLM.from_pretrained(first, dtype=torch.float32)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.3)  # a different model: other greedy tokens
+        model.get_input_embeddings().weight.add_(0.3)  # for the tied model: a head that differs too
     model.save_pretrained(tmp_path / "second")
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "second")
+    AutoTokenizer.from_pretrained(first).save_pretrained(tmp_path / "second")
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(tmp_path / "second")],
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(first), str(tmp_path / "second")],
                           capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(root)}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])

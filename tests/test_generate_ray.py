@@ -105,6 +105,10 @@ def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_
         stamps = [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())]
         run_with_ray(config)  # finished runs are skipped, nothing is rewritten
         assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
+        (new,) = run_with_ray(GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.7]), ray=True,
+                                             num_workers=2))  # a new λ: a new run directory, the others untouched
+        assert new not in runs and read_manifest(new)["complete"]
+        assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
     finally:
         ray.shutdown()
 
