@@ -15,6 +15,7 @@ result has neither duplicates nor gaps. If the driver dies, the same command res
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -58,8 +59,9 @@ def run_with_ray(config: GenerateConfig) -> list[Path]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=config.ray_address or None, num_cpus=None if config.ray_address else config.num_workers,
+        ray.init(address=config.ray_address or None, num_cpus=None if config.ray_address else local_cpus(config),
                  log_to_driver=config.progress)
+    check_resources(ray.cluster_resources(), config, on_cluster=bool(config.ray_address))
     driver = Generator(config)
     lams = config.lam if config.method == "mixsd" else [None]
     states = [driver.open_run(lam) for lam in lams]
@@ -71,6 +73,32 @@ def run_with_ray(config: GenerateConfig) -> list[Path]:
         if not state.complete:
             driver.finish_run(state)
     return [state.run_dir for state in states]
+
+
+def local_cpus(config: GenerateConfig) -> int:
+    """Logical CPUs of a local Ray instance: exactly enough for the requested workers to run at once."""
+    return max(1, math.ceil(config.num_workers * config.cpus_per_worker))
+
+
+class RayResourceError(ValueError):
+    """A worker asks for more than the Ray cluster has: its actor would wait forever."""
+
+
+def check_resources(available: dict, config: GenerateConfig, on_cluster: bool) -> None:
+    """Fail before starting actors that no node can host (Ray would queue them silently, forever).
+
+    On a cluster an autoscaler may still add nodes, so there it is a warning; a local instance cannot grow.
+    """
+    wanted = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
+    short = {name: need for name, need in wanted.items() if need > available.get(name, 0.0)}
+    if not short:
+        return
+    have = ", ".join(f"{name} {available.get(name, 0.0):g}" for name in short)
+    message = (f"each worker asks for {', '.join(f'{name} {need:g}' for name, need in short.items())} "
+               f"(--cpus_per_worker / --gpus_per_worker) but the Ray cluster has {have}")
+    if not on_cluster:
+        raise RayResourceError(message)
+    print(f"ray: warning: {message}; the workers wait until the autoscaler adds such a node", flush=True)
 
 
 def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config: GenerateConfig) -> None:

@@ -168,3 +168,26 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     ours, theirs = read_rows(run_dir), read_rows(local)
     assert [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == \
         [(r["example_id"], r["target_ids"], r["source"]) for r in theirs]
+
+
+def test_one_worker_with_several_cpus_runs(tiny_model_dir, kgfact_small, local_runs, tmp_path):
+    """The local Ray instance is sized to the workers' requests (once it had one CPU per worker, and a worker
+    asking for two waited forever)."""
+    process = _cli(_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
+                   + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"])
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+    _same_shards(tmp_path / local_runs[0].name, local_runs[0])
+
+
+def test_workers_no_node_can_host_are_refused_before_they_wait_forever(capsys):
+    from generate.ray_runner import RayResourceError, check_resources, local_cpus
+
+    config = GenerateConfig(model="m", corpus="c.jsonl", out="o", num_workers=2, cpus_per_worker=1.5)
+    assert local_cpus(config) == 3
+    check_resources({"CPU": 3.0}, config, on_cluster=False)  # fits: nothing said
+    gpu_config = GenerateConfig(model="m", corpus="c.jsonl", out="o", gpus_per_worker=1)
+    with pytest.raises(RayResourceError, match=r"GPU 1 \(--cpus_per_worker / --gpus_per_worker\).*has GPU 0"):
+        check_resources({"CPU": 2.0}, gpu_config, on_cluster=False)
+    check_resources({"CPU": 2.0}, gpu_config, on_cluster=True)  # a cluster's autoscaler may still add a GPU node
+    assert "wait until the autoscaler" in capsys.readouterr().out
