@@ -11,7 +11,6 @@ import sys
 import fire
 
 from corpora.schema import CorpusError
-from evaluate.benchmarks import BenchmarkError
 from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.results import summary_line, write_result
@@ -32,7 +31,7 @@ def evaluate(config: str | None = None, **flags) -> None:
 def main() -> None:
     try:
         fire.Fire(evaluate)
-    except (CorpusError, BenchmarkError, EvalError, cfg.ConfigError, ValueError) as err:
+    except (CorpusError, EvalError, cfg.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

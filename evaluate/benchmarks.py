@@ -11,17 +11,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from corpora.schema import CorpusError
 from evaluate.probes import Item
 
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?")
 BENCHMARKS = ("gsm8k", "math500", "mmlu", "humaneval", "aime2024")
 
 
-class BenchmarkError(ValueError):
-    def __init__(self, path: str, line: int | None, field_name: str | None, message: str):
-        where = path + (f", line {line}" if line is not None else "")
-        what = f"field '{field_name}': " if field_name else ""
-        super().__init__(f"{where}: {what}{message}")
+class BenchmarkError(CorpusError):
+    """Bad benchmark input, located by file, line (row) and field like any other input file."""
 
 
 def parse_spec(spec: str) -> dict[str, str]:

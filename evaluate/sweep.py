@@ -13,7 +13,6 @@ from pathlib import Path
 import fire
 
 from corpora.schema import CorpusError
-from evaluate.benchmarks import BenchmarkError
 from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.results import read_result, summary_line, write_result
@@ -61,7 +60,7 @@ def main_command(runs: str | list[str], config: str | None = None, **flags) -> N
 def main() -> None:
     try:
         fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--runs",)))
-    except (CorpusError, BenchmarkError, EvalError, cfg.ConfigError, ValueError) as err:
+    except (CorpusError, EvalError, cfg.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
