@@ -40,7 +40,7 @@ class RunState:
     lam: float | None
     run_dir: Path
     manifest: dict
-    shard_count: int
+    shard_sizes: list[int]  # examples per shard, in shard order
 
     @property
     def complete(self) -> bool:
@@ -49,11 +49,11 @@ class RunState:
     @property
     def missing(self) -> list[int]:
         done = {e["file"] for e in self.manifest["shards"]}
-        return [i for i in range(self.shard_count) if shards.shard_name(i) not in done]
+        return [i for i in range(len(self.shard_sizes)) if shards.shard_name(i) not in done]
 
-    def examples_done(self, shard_size: int, total: int) -> int:
+    def examples_done(self) -> int:
         missing = set(self.missing)
-        return sum(min(shard_size, total - i * shard_size) for i in range(self.shard_count) if i not in missing)
+        return sum(size for i, size in enumerate(self.shard_sizes) if i not in missing)
 
 
 class _NoBar:
@@ -70,6 +70,9 @@ class Generator:
         self.config = config
         self.tokenizer = _load_tokenizer(config.model)
         self.examples = load_jsonl(config.corpus)
+        # Examples assigned to shards: a fixed split of the corpus order, whoever generates them.
+        self.shard_examples = [self.examples[i:i + config.shard_size]
+                               for i in range(0, len(self.examples), config.shard_size)]
         self.corpus_sha256 = file_sha256(config.corpus)
         self.model_id = shards.model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or _model_max_len(config.model)
@@ -85,7 +88,7 @@ class Generator:
         state = self.open_run(lam)
         if state.complete:
             return state.run_dir
-        bar = tqdm(total=len(self.examples), initial=state.examples_done(self.config.shard_size, len(self.examples)),
+        bar = tqdm(total=len(self.examples), initial=state.examples_done(),
                    unit="ex", desc=state.run_dir.name, disable=not self.config.progress)
         for index in state.missing:
             start = time.perf_counter()
@@ -95,17 +98,12 @@ class Generator:
         return self.finish_run(state)
 
     # ---- the steps of a run, shared with the Ray driver (generate/ray_runner.py) ----------------------------
-    def chunks(self) -> list[list[Example]]:
-        """Examples assigned to shards: a fixed split of the corpus order, whoever generates them."""
-        size = self.config.shard_size
-        return [self.examples[i:i + size] for i in range(0, len(self.examples), size)]
-
     def open_run(self, lam: float | None) -> RunState:
         settings = self.config.output_settings(lam) | {"model": self.model_id, "corpus_sha256": self.corpus_sha256}
         digest = shards.settings_hash(settings)
         run_dir = Path(self.config.out) / shards.run_name(settings, digest)
         manifest = shards.open_run(run_dir, digest, self._fresh_manifest(lam, digest, settings))
-        state = RunState(lam, run_dir, manifest, len(self.chunks()))
+        state = RunState(lam, run_dir, manifest, [len(chunk) for chunk in self.shard_examples])
         if state.complete:
             print(f"{run_dir}: complete, nothing to do")
         elif manifest["shards"]:
@@ -114,13 +112,13 @@ class Generator:
         return state
 
     def shard_rows(self, index: int, lam: float | None, bar=None) -> tuple[list[dict], dict]:
-        return self._shard_rows(self.chunks()[index], lam, bar or _NoBar())
+        return self._shard_rows(self.shard_examples[index], lam, bar or _NoBar())
 
     def record_shard(self, state: RunState, index: int, rows: list[dict], report: dict, seconds: float,
                      written_by: dict | None = None) -> None:
         """Write one shard atomically, then list it in the manifest (entries in shard order)."""
         entry = shards.write_shard(state.run_dir / shards.shard_name(index), rows, self.config.row_group_size)
-        entry |= {"examples": len(self.chunks()[index]), "seconds": round(seconds, 3)} | report["counts"]
+        entry |= {"examples": len(self.shard_examples[index]), "seconds": round(seconds, 3)} | report["counts"]
         if written_by:
             entry["written_by"] = written_by
         manifest = state.manifest
