@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mixsd.batching import left_pad
+from mixsd.batching import KVDecoder
 
 
 @dataclass
@@ -62,13 +62,11 @@ class HFGreedy:
 
     @torch.no_grad()
     def _batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        ids, mask, positions = left_pad(prompts, 0, self.device)
+        decoder = KVDecoder(self.model, prompts)
         done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         completions: list[list[int]] = [[] for _ in prompts]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        next_position = positions[:, -1:] + 1
         for _ in range(max_new_tokens):
-            tokens = out.logits[:, -1].float().argmax(-1)
+            tokens = decoder.logits.argmax(-1)
             for row in (~done).nonzero(as_tuple=True)[0].tolist():
                 token = int(tokens[row])
                 if token in self.stops:
@@ -77,10 +75,7 @@ class HFGreedy:
                     completions[row].append(token)
             if bool(done.all()):
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
-                             past_key_values=out.past_key_values, use_cache=True)
-            next_position = next_position + 1
+            decoder.feed(tokens)
         return completions
 
 

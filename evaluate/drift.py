@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mixsd.batching import left_pad
+from mixsd.batching import continuation_logprobs
 
 
 @dataclass
@@ -26,12 +26,12 @@ class DriftReference:
 def reference(base_model, prompts: list[list[int]], continuations: list[list[int]]) -> DriftReference:
     sequences = [p + c for p, c in zip(prompts, continuations)]
     lengths = [len(p) for p in prompts]
-    return DriftReference(sequences, lengths, _continuation_logprobs(base_model, sequences, lengths))
+    return DriftReference(sequences, lengths, _on_cpu(continuation_logprobs(base_model, sequences, lengths)))
 
 
 @torch.no_grad()
 def measure(model, ref: DriftReference) -> dict[str, float]:
-    tuned = _continuation_logprobs(model, ref.sequences, ref.prompt_lengths)
+    tuned = _on_cpu(continuation_logprobs(model, ref.sequences, ref.prompt_lengths))
     kls, agree, positions = 0.0, 0, 0
     for base, mine in zip(ref.base_logprobs, tuned):
         kls += float((base.exp() * (base - mine)).sum())
@@ -41,15 +41,5 @@ def measure(model, ref: DriftReference) -> dict[str, float]:
             "positions": positions}
 
 
-def _continuation_logprobs(model, sequences: list[list[int]], prompt_lengths: list[int]) -> list[torch.Tensor]:
-    """Float32 log-probabilities at the positions that predict each continuation token (the prompt's last
-    position through the second-to-last token)."""
-    device = next(model.parameters()).device
-    ids, mask, positions = left_pad(sequences, 0, device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
-    width = ids.shape[1]
-    out = []
-    for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
-        start = width - len(sequence) + prompt_length - 1
-        out.append(torch.log_softmax(logits[row, start:width - 1], dim=-1).cpu())
-    return out
+def _on_cpu(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.cpu() for t in tensors]

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from mixsd.batching import left_pad
+from mixsd.batching import continuation_logprobs
 
 
 @torch.no_grad()
 def target_nll(model, pairs: list[tuple[list[int], list[int]]], batch_size: int = 16) -> list[list[float]]:
     """pairs: (prompt ids, target ids). Returns the NLL of every target token, per example."""
-    device = next(model.parameters()).device
     out: list[list[float]] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        sequences = [p + t for p, t in chunk]
-        ids, mask, positions = left_pad(sequences, 0, device)
-        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float(), -1)
-        width = ids.shape[1]
-        for row, (prompt, target) in enumerate(chunk):
-            if not target:
-                out.append([])
-                continue
-            first = width - len(target)  # position of the first target token
-            predicted = logprobs[row, first - 1:width - 1].gather(1, ids[row, first:width, None]).squeeze(1)
-            out.append((-predicted).tolist())
+        distributions = continuation_logprobs(model, [p + t for p, t in chunk], [len(p) for p, _ in chunk])
+        for logprobs, (_, target) in zip(distributions, chunk):
+            taken = logprobs.gather(1, torch.tensor(target, dtype=torch.long, device=logprobs.device)[:, None])
+            out.append((-taken.squeeze(1)).tolist())
     return out

@@ -12,7 +12,7 @@ import torch
 
 from generate.pairs import PairJob, PairResult
 from generate.sampling import PairSettings, mix_step
-from mixsd.batching import left_pad
+from mixsd.batching import KVDecoder
 
 
 class HFPairedEngine:
@@ -40,16 +40,14 @@ class HFPairedEngine:
     def _decode_chunk(self, jobs: list[PairJob], stops: set[int]) -> list[PairResult]:
         pairs = len(jobs)
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
-        ids, mask, positions = left_pad(prompts, 0, self.device)
+        decoder = KVDecoder(self.model, prompts)
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
         limit = torch.tensor([j.max_tokens for j in jobs], device=self.device)
         results = [PairResult() for _ in jobs]
         active = torch.ones(pairs, dtype=torch.bool, device=self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache, next_position = out.past_key_values, positions[:, -1] + 1
-        logits = out.logits[:, -1].float()
         step = 0
         while bool(active.any()) and step < int(limit.max()):
+            logits = decoder.logits
             tokens, _ = mix_step(logits[:pairs], logits[pairs:], settings,
                                  torch.full((pairs,), step, device=self.device))
             expert_lp = torch.log_softmax(logits[:pairs], -1).gather(1, tokens[:, None]).squeeze(1)
@@ -68,10 +66,5 @@ class HFPairedEngine:
             step += 1
             if not bool(active.any()):
                 break
-            both = tokens.repeat(2)[:, None]
-            mask = torch.cat([mask, torch.ones_like(both, dtype=mask.dtype)], dim=-1)
-            out = self.model(input_ids=both, attention_mask=mask, position_ids=next_position[:, None],
-                             past_key_values=cache, use_cache=True)
-            cache, next_position = out.past_key_values, next_position + 1
-            logits = out.logits[:, -1].float()
+            decoder.feed(tokens.repeat(2))  # both rows of a pair continue from the same mixed token
         return results

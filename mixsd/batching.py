@@ -14,3 +14,40 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
         mask[row, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     return ids.to(device), mask.to(device), positions.to(device)
+
+
+class KVDecoder:
+    """Batched incremental decoding over left-padded prompts with a KV cache.
+
+    `logits` holds every row's next-token logits (float32); `feed(tokens)` appends one token per row and
+    advances. Which token to feed and when a row is finished stay with the caller (greedy, sampling, MixSD).
+    """
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int = 0):
+        self.model = model
+        device = next(model.parameters()).device
+        ids, self.mask, positions = left_pad(prompts, pad_id, device)
+        out = model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True)
+        self.cache, self.next_position = out.past_key_values, positions[:, -1] + 1
+        self.logits = out.logits[:, -1].float()
+
+    def feed(self, tokens: torch.Tensor) -> None:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        out = self.model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_position[:, None],
+                         past_key_values=self.cache, use_cache=True)
+        self.cache, self.next_position = out.past_key_values, self.next_position + 1
+        self.logits = out.logits[:, -1].float()
+
+
+def continuation_logprobs(model, sequences: list[list[int]], prompt_lengths: list[int]) -> list[torch.Tensor]:
+    """One forward over left-padded `sequences`; per row, the float32 log-distributions at the positions that
+    predict each continuation token (the prompt's last position through the second-to-last token)."""
+    device = next(model.parameters()).device
+    ids, mask, positions = left_pad(sequences, 0, device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    width = ids.shape[1]
+    out = []
+    for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
+        start = width - len(sequence) + prompt_length - 1
+        out.append(torch.log_softmax(logits[row, start:width - 1].float(), dim=-1))
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mixsd.batching import left_pad
+from mixsd.batching import KVDecoder
 from train.data import TrainExample
 
 
@@ -12,14 +12,11 @@ from train.data import TrainExample
 def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int, pad_id: int,
            generator: torch.Generator) -> list[list[int]]:
     """Plain batched sampling with a KV cache; randomness only from `generator`."""
-    device = next(model.parameters()).device
-    ids, mask, positions = left_pad(prompts, pad_id, device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    decoder = KVDecoder(model, prompts, pad_id)
     completions = [[] for _ in prompts]
-    alive = torch.ones(len(prompts), dtype=torch.bool, device=device)
-    next_position = positions[:, -1] + 1
+    alive = torch.ones(len(prompts), dtype=torch.bool, device=decoder.logits.device)
     for _ in range(max_new_tokens):
-        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        probs = torch.softmax(decoder.logits / temperature, dim=-1)
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         for row in alive.nonzero(as_tuple=True)[0].tolist():
             if int(tokens[row]) == eos_id:
@@ -28,10 +25,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
                 completions[row].append(int(tokens[row]))
         if not bool(alive.any()):
             break
-        mask = torch.cat([mask, torch.ones_like(tokens)[:, None]], dim=-1)
-        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                    past_key_values=out.past_key_values, use_cache=True)
-        next_position = next_position + 1
+        decoder.feed(tokens)
     return completions
 
 
