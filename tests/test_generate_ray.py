@@ -1,13 +1,18 @@
 """The Ray backend on a local Ray cluster with the tiny model: the same rows as a local run, a worker killed
-mid-run, the driver killed and rerun, and a λ list in one job."""
+mid-run, the driver killed and rerun, a λ list in one job, and the same job through `ray job submit`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -191,3 +196,58 @@ def test_workers_no_node_can_host_are_refused_before_they_wait_forever(capsys):
         check_resources({"CPU": 2.0}, gpu_config, on_cluster=False)
     check_resources({"CPU": 2.0}, gpu_config, on_cluster=True)  # a cluster's autoscaler may still add a GPU node
     assert "wait until the autoscaler" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, head.communicate()[0][-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"no Ray dashboard at {url} after {timeout} s")
+
+
+def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local_runs, tmp_path):
+    """`ray job submit -- python -m generate … --ray_address auto` against a started cluster (head node only):
+    the project is uploaded as the job's working directory, the driver joins the cluster, and the runs hold
+    the same rows as the local runs."""
+    bin_dir = Path(sys.executable).parent
+    # The interpreter running the tests is the one the cluster's `python` must be (as on a real cluster,
+    # where every node has the project installed). Auth off: a throwaway cluster on the loopback only.
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    url = f"http://127.0.0.1:{_free_port()}"
+    # `--block` keeps the head in the foreground: stopping it stops this cluster only (`ray stop` would stop
+    # every Ray cluster of the user on this machine). Its own temp dir (short: it holds Unix sockets) keeps
+    # its address file away from later `ray.init()` calls, which would otherwise try to join it.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2",
+                             "--disable-usage-stats", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", url.rsplit(":", 1)[1], "--temp-dir", temp_dir],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for_dashboard(url, head)
+        config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
+        submit = [str(bin_dir / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
+                  "python", "-m", "generate", *_flags(config), "--ray_address", "auto", "--num_workers", "2"]
+        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        head.send_signal(signal.SIGTERM)  # the head stops the processes it started
+        try:
+            head.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # whatever it left behind
+                os.killpg(head.pid, signal.SIGKILL)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+    for local_dir in local_runs:
+        _same_shards(tmp_path / local_dir.name, local_dir)
