@@ -8,6 +8,9 @@ depend on which actor made them or in which order shards finish.
 
 Why actors and not `ray.data.llm`: its processors schedule every row as an independent request, so the two
 members of a pair could land in different engine steps or replicas; a shard is generated inside one engine.
+Why not Ray Data's `map_batches` with an actor pool: it would keep a shard in one engine too, but put block
+repartitioning, its own retries and output layer between the engine and the manifest; here one shard out is
+one shard back, written and listed by the driver at once, with the same code as a local run.
 
 Faults: an actor that dies (killed, node lost) surfaces as `RayActorError` on its shard; the driver starts a
 replacement and puts the shard back in the queue. A shard is written only by the driver and only once, so the
