@@ -64,7 +64,7 @@ def run_with_ray(config: GenerateConfig) -> list[Path]:
     if not ray.is_initialized():
         ray.init(address=config.ray_address or None, num_cpus=None if config.ray_address else local_cpus(config),
                  log_to_driver=config.progress)
-    check_resources(ray.cluster_resources(), config, on_cluster=bool(config.ray_address))
+    check_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], config, on_cluster=bool(config.ray_address))
     driver = Generator(config)
     lams = config.lam if config.method == "mixsd" else [None]
     states = [driver.open_run(lam) for lam in lams]
@@ -87,18 +87,19 @@ class RayResourceError(ValueError):
     """A worker asks for more than the Ray cluster has: its actor would wait forever."""
 
 
-def check_resources(available: dict, config: GenerateConfig, on_cluster: bool) -> None:
+def check_resources(nodes: list[dict], config: GenerateConfig, on_cluster: bool) -> None:
     """Fail before starting actors that no node can host (Ray would queue them silently, forever).
 
-    On a cluster an autoscaler may still add nodes, so there it is a warning; a local instance cannot grow.
+    `nodes`: each live node's resources (`ray.nodes()`). On a cluster an autoscaler may still add a node
+    that fits, so there it is a warning; a local instance cannot grow.
     """
     wanted = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
-    short = {name: need for name, need in wanted.items() if need > available.get(name, 0.0)}
-    if not short:
+    if any(all(need <= node.get(name, 0.0) for name, need in wanted.items()) for node in nodes):
         return
-    have = ", ".join(f"{name} {available.get(name, 0.0):g}" for name in short)
-    message = (f"each worker asks for {', '.join(f'{name} {need:g}' for name, need in short.items())} "
-               f"(--cpus_per_worker / --gpus_per_worker) but the Ray cluster has {have}")
+    largest = ", ".join(f"{name} {max((n.get(name, 0.0) for n in nodes), default=0.0):g}" for name in wanted)
+    message = (f"each worker asks for CPU {config.cpus_per_worker:g}, GPU {config.gpus_per_worker:g} "
+               f"(--cpus_per_worker, --gpus_per_worker) but no Ray node has that much (the most on one node: "
+               f"{largest})")
     if not on_cluster:
         raise RayResourceError(message)
     print(f"ray: warning: {message}; the workers wait until the autoscaler adds such a node", flush=True)

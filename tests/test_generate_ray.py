@@ -190,11 +190,14 @@ def test_workers_no_node_can_host_are_refused_before_they_wait_forever(capsys):
 
     config = GenerateConfig(model="m", corpus="c.jsonl", out="o", num_workers=2, cpus_per_worker=1.5)
     assert local_cpus(config) == 3
-    check_resources({"CPU": 3.0}, config, on_cluster=False)  # fits: nothing said
+    check_resources([{"CPU": 3.0}], config, on_cluster=False)  # fits: nothing said
+    with pytest.raises(RayResourceError, match=r"CPU 1.5, GPU 0 .*the most on one node: CPU 1, GPU 0"):
+        check_resources([{"CPU": 1.0}, {"CPU": 1.0}], config, on_cluster=False)  # 2 CPUs, but on two nodes
     gpu_config = GenerateConfig(model="m", corpus="c.jsonl", out="o", gpus_per_worker=1)
-    with pytest.raises(RayResourceError, match=r"GPU 1 \(--cpus_per_worker / --gpus_per_worker\).*has GPU 0"):
-        check_resources({"CPU": 2.0}, gpu_config, on_cluster=False)
-    check_resources({"CPU": 2.0}, gpu_config, on_cluster=True)  # a cluster's autoscaler may still add a GPU node
+    check_resources([{"CPU": 8.0}, {"CPU": 1.0, "GPU": 1.0}], gpu_config, on_cluster=False)
+    with pytest.raises(RayResourceError, match=r"--gpus_per_worker"):
+        check_resources([{"CPU": 2.0}], gpu_config, on_cluster=False)
+    check_resources([{"CPU": 2.0}], gpu_config, on_cluster=True)  # a cluster's autoscaler may still add a GPU node
     assert "wait until the autoscaler" in capsys.readouterr().out
 
 
