@@ -84,7 +84,7 @@ def local_cpus(config: GenerateConfig) -> int:
 
 
 class RayResourceError(ValueError):
-    """A worker asks for more than the Ray cluster has: its actor would wait forever."""
+    """A worker asks for more than any Ray node has: its actor would wait forever."""
 
 
 def check_resources(nodes: list[dict], config: GenerateConfig, on_cluster: bool) -> None:

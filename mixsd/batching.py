@@ -1,4 +1,5 @@
-"""Left-padded prompt batches for incremental decoding: every row's next token sits in the last column."""
+"""Left-padded batches: every row's next token sits in the last column. Incremental decoding with a KV cache, and
+the log-distributions over a continuation in one forward."""
 from __future__ import annotations
 
 import torch
