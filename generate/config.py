@@ -38,7 +38,7 @@ class GenerateConfig:
     max_num_seqs: int = 256           # vLLM: sequences in flight (pairs x 2); must be even
     gpu_memory_utilization: float = 0.3
     num_gpu_blocks_override: int | None = None
-    tensor_parallel_size: int = 1     # vLLM: GPUs per engine, for models larger than one GPU (untested here)
+    tensor_parallel_size: int = 1     # vLLM: GPUs per engine, for models larger than one GPU (tested on CPU only)
     batch_pairs: int = 32             # hf backend: pairs per batch
     progress: bool = True
     # Ray (generate/ray_runner.py): off unless --ray true or --ray_address is given

@@ -1,6 +1,12 @@
 """The vLLM backend against the reference backend and transformers forwards, on the tiny model in float32."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -9,6 +15,7 @@ from tests.generate_helpers import chi2_critical, next_token_logprobs, simple_jo
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +151,29 @@ def test_vllm_run_rows_match_reference_run(vllm_engine, tiny_model_dir, kgfact_s
     for x, y in zip(a, b):
         if x["target_ids"] == y["target_ids"]:
             assert max((abs(p - q) for p, q in zip(x["naive_logprobs"], y["naive_logprobs"])), default=0) < 1e-3
+
+
+def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact_small, tmp_path):
+    """`--tensor_parallel_size 2`: vLLM's own worker processes each hold half of every layer (here two CPU
+    processes, one core each), while the engine core and its paired processor stay in-process; the rows equal
+    the reference backend's. Run as a CLI subprocess: a second distributed setup cannot share this process."""
+    from generate.config import GenerateConfig
+    from generate.runner import Generator
+    from generate.shards import read_rows
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("two CPU workers need two cores")
+    common = dict(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), dtype="float32", lam=[0.5],
+                  temperature=0.0, max_new_tokens=12, shard_size=45, max_model_len=256, progress=False)
+    (reference,) = Generator(GenerateConfig(out=str(tmp_path / "h"), backend="hf", **common)).run_all()
+    flags = [f"--{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in common.items()]
+    # vLLM's CPU workers bind one OpenMP thread set per rank; "auto" wants one NUMA node per rank.
+    env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}
+    done = subprocess.run([sys.executable, "-m", "generate", *flags, f"--out={tmp_path / 'tp'}", "--backend=vllm",
+                           "--tensor_parallel_size=2", "--max_num_seqs=32", "--gpu_memory_utilization=0.08"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    (ours,) = (tmp_path / "tp").glob("mixsd-*")
+    assert [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(ours)] == \
+        [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(reference)]
