@@ -39,8 +39,7 @@ class ShardWorker:
     """A Ray actor (wrapped with `ray.remote` at start): one engine, any λ, one shard at a time."""
 
     def __init__(self, config: dict, worker_id: int):
-        # The paired generator needs its engine in this process (the processor sees both rows of a pair).
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # The engine runs in this process: generate/vllm_engine.py sets VLLM_ENABLE_V1_MULTIPROCESSING=0 on import.
         self.generator = Generator(GenerateConfig(**config))
         self.worker_id = worker_id
         self.runs_served: list[float | None] = []
