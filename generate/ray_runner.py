@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generate.config import GenerateConfig
-from generate.runner import Generator, RunState
+from generate.runner import Generator, RunState, note_reused
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config:
         idle.append(worker_id)
         state = states[task.run]
         if info["engine_served_before"]:  # listed before record_shard saves the manifest
-            reused = state.manifest.setdefault("reused", {})
-            reused["engines"] = sorted(set(reused.get("engines", [])) | {info["worker"]})
+            note_reused(state.manifest, "engines", [info["worker"]])
         driver.record_shard(state, task.index, rows, report, seconds, written_by=info)
         done += 1
         rate = done / (time.perf_counter() - start)

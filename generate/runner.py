@@ -107,8 +107,7 @@ class Generator:
         if state.complete:
             print(f"{run_dir}: complete, nothing to do")
         elif manifest["shards"]:
-            manifest.setdefault("reused", {}).setdefault("shards", [])
-            manifest["reused"]["shards"] = sorted(set(manifest["reused"]["shards"]) | {e["file"] for e in manifest["shards"]})
+            note_reused(manifest, "shards", [e["file"] for e in manifest["shards"]])
         return state
 
     def shard_rows(self, index: int, lam: float | None, bar=None) -> tuple[list[dict], dict]:
@@ -248,6 +247,13 @@ class Generator:
                     logprobs=cfg.logprobs, seed=cfg.seed),
                     self.stop_ids)
         return self._engine
+
+
+def note_reused(manifest: dict, kind: str, names: list) -> None:
+    """Add `names` to the manifest's `reused.<kind>` list (shards from an earlier invocation, engines that had
+    served another λ), kept sorted and without repeats."""
+    reused = manifest.setdefault("reused", {})
+    reused[kind] = sorted(set(reused.get(kind, [])) | set(names))
 
 
 def _progress(bar):
