@@ -1,6 +1,8 @@
 """Helpers for generator tests: prompts for the tiny model, and transformers forwards as the oracle."""
 from __future__ import annotations
 
+import json
+
 import torch
 
 from generate.pairs import PairJob
@@ -31,3 +33,11 @@ def next_token_logprobs(model, prompt: list[int], target: list[int]) -> torch.Te
 def chi2_critical(dof: int, z: float = 3.090) -> float:
     """Wilson-Hilferty approximation of the chi-square quantile (z = 3.090: p = 0.001)."""
     return dof * (1 - 2 / (9 * dof) + z * (2 / (9 * dof)) ** 0.5) ** 3
+
+
+def cli_flags(config: dict) -> list[str]:
+    """`--key value` pairs for `python -m generate` (lists as JSON, which the CLI parses back)."""
+    flags = []
+    for key, value in config.items():
+        flags += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    return flags

@@ -3,7 +3,6 @@ mid-run, the driver killed and rerun, a λ list in one job, and the same job thr
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ import pytest
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from generate.shards import read_manifest, read_rows
+from tests.generate_helpers import cli_flags
 
 pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,13 +73,6 @@ def _cli(args: list[str]) -> subprocess.Popen:
                             text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}, start_new_session=True)
 
 
-def _flags(config: dict) -> list[str]:
-    flags = []
-    for key, value in config.items():
-        flags += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    return flags
-
-
 def _wait_for(process: subprocess.Popen, predicate, timeout: float = 300) -> list[str]:
     """Read the process's lines until `predicate(lines)` holds."""
     lines, deadline = [], time.monotonic() + timeout
@@ -120,7 +113,7 @@ def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_
 
 def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_small, local_small_shards, tmp_path):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    process = _cli(_flags(config) + ["--ray", "true", "--num_workers", "2"])
+    process = _cli(cli_flags(config) + ["--ray", "true", "--num_workers", "2"])
     try:
         lines = _wait_for(process, lambda ls: sum("is pid" in l for l in ls) == 2)
         victim = int(next(l for l in lines if "worker 1 is pid" in l).split()[-1])
@@ -137,7 +130,7 @@ def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_s
 
 def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_small, local_small_shards, tmp_path):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    args = _flags(config) + ["--ray", "true", "--num_workers", "2"]
+    args = cli_flags(config) + ["--ray", "true", "--num_workers", "2"]
     process = _cli(args)
     try:
         _wait_for(process, lambda ls: sum("shard-" in l for l in ls) >= 3)
@@ -162,7 +155,7 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     pytest.importorskip("vllm")
     common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=45)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
-    process = _cli(_flags(common | {"out": str(tmp_path / "ray"), "backend": "vllm", "max_model_len": 256,
+    process = _cli(cli_flags(common | {"out": str(tmp_path / "ray"), "backend": "vllm", "max_model_len": 256,
                                     "max_num_seqs": 32, "gpu_memory_utilization": 0.08})
                    + ["--ray", "true", "--num_workers", "2"])
     output = process.communicate(timeout=900)[0]
@@ -178,7 +171,7 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
 def test_one_worker_with_several_cpus_runs(tiny_model_dir, kgfact_small, local_runs, tmp_path):
     """The local Ray instance is sized to the workers' requests (once it had one CPU per worker, and a worker
     asking for two waited forever)."""
-    process = _cli(_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
+    process = _cli(cli_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
                    + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"])
     output = process.communicate(timeout=600)[0]
     assert process.returncode == 0, output[-3000:]
@@ -240,7 +233,7 @@ def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local
         _wait_for_dashboard(url, head)
         config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
         submit = [str(bin_dir / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-                  "python", "-m", "generate", *_flags(config), "--ray_address", "auto", "--num_workers", "2"]
+                  "python", "-m", "generate", *cli_flags(config), "--ray_address", "auto", "--num_workers", "2"]
         done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
     finally:
         head.send_signal(signal.SIGTERM)  # the head stops the processes it started

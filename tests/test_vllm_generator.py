@@ -1,7 +1,6 @@
 """The vLLM backend against the reference backend and transformers forwards, on the tiny model in float32."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.generate_helpers import chi2_critical, next_token_logprobs, simple_jobs
+from tests.generate_helpers import chi2_critical, cli_flags, next_token_logprobs, simple_jobs
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -167,10 +166,9 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
     common = dict(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), dtype="float32", lam=[0.5],
                   temperature=0.0, max_new_tokens=12, shard_size=45, max_model_len=256, progress=False)
     (reference,) = Generator(GenerateConfig(out=str(tmp_path / "h"), backend="hf", **common)).run_all()
-    flags = [f"--{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in common.items()]
     # vLLM's CPU workers bind one OpenMP thread set per rank; "auto" wants one NUMA node per rank.
     env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}
-    done = subprocess.run([sys.executable, "-m", "generate", *flags, f"--out={tmp_path / 'tp'}", "--backend=vllm",
+    done = subprocess.run([sys.executable, "-m", "generate", *cli_flags(common), f"--out={tmp_path / 'tp'}", "--backend=vllm",
                            "--tensor_parallel_size=2", "--max_num_seqs=32", "--gpu_memory_utilization=0.08"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
