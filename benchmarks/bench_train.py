@@ -42,8 +42,14 @@ def run_ours(model: str, shards: str, steps: int, batch_size: int, micro_batch_s
 
 
 def run_trainer(model: str, shards: str, steps: int, batch_size: int, micro_batch_size: int, dtype: str) -> dict:
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from train.data import IGNORE, load_examples
 

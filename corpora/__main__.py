@@ -1,15 +1,13 @@
 """`python -m corpora {kgfact,kgfunc,check,convert}`: build, validate and convert corpora."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-import fire
 
 from corpora import kgfact, kgfunc
 from corpora.convert import converter
 from corpora.schema import CorpusError, format_table, read_jsonl, split_counts, write_jsonl
 from mixsd import config as cfg
+from mixsd.cli import run_cli
 
 
 def _kgfact(config: str | None = None, **flags) -> None:
@@ -43,11 +41,7 @@ def _convert(format: str, input: str, out: str) -> None:  # noqa: A002 - the fla
 
 
 def main() -> None:
-    try:
-        fire.Fire({"kgfact": _kgfact, "kgfunc": _kgfunc, "check": _check, "convert": _convert})
-    except (CorpusError, cfg.ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli({"kgfact": _kgfact, "kgfunc": _kgfunc, "check": _check, "convert": _convert})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from corpora.names import DOMAINS, invent_names
 from corpora.relations import Relation, paraphrase_templates, relations_between
 from corpora.schema import Example, format_table, write_jsonl
 from mixsd.atomic import write_json
+from mixsd.config import ConfigError
 
 GENERATOR_VERSION = "kgfact-1"
 SIZES = {"small": (5, 10), "large": (7, 25)}  # (domains, entities per domain)
@@ -34,9 +35,9 @@ class KGFactConfig:
 
     def __post_init__(self):
         if self.size not in SIZES:
-            raise ValueError(f"--size must be one of {sorted(SIZES)}, got {self.size!r}")
+            raise ConfigError(f"--size must be one of {sorted(SIZES)}, got {self.size!r}")
         if self.paraphrases_per_fact < 1 or self.compositional < 0 or self.distractors < 0:
-            raise ValueError("--paraphrases_per_fact must be >= 1; --compositional and --distractors >= 0")
+            raise ConfigError("--paraphrases_per_fact must be >= 1; --compositional and --distractors >= 0")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from corpora.operations import TRAINED, UNSEEN, Operation
 from corpora.schema import Example, format_table, write_jsonl
 from mixsd.atomic import write_json
+from mixsd.config import ConfigError
 
 GENERATOR_VERSION = "kgfunc-1"
 MAX_VALUE = 99_999
@@ -32,7 +33,7 @@ class KGFuncConfig:
     def __post_init__(self):
         for name in ("train_per_op", "test_per_op", "compositional", "unseen_per_op", "shots"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
 
 def sample_input(rng: random.Random) -> int:

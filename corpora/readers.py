@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from corpora.schema import CorpusError
+from corpora.schema import CorpusError, read_utf8
 
 
 def read_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
@@ -35,7 +35,7 @@ def read_csv(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tup
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise CorpusError(path, None, None, "file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if not text.strip():
         raise CorpusError(path, None, None, "empty file")
     return text

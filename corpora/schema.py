@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mixsd.atomic import atomic_path
+from mixsd.errors import UserError
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """Bad corpus input, located by file, line and field."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, field_name: str | None, message: str):
@@ -74,6 +75,16 @@ def example_from_dict(record: Any, path: str | os.PathLike, line: int | None) ->
     )
 
 
+def read_utf8(path: str | os.PathLike) -> str:
+    """A whole text file; bytes that are not UTF-8 are reported with their line and column."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise _not_utf8(path, data.count(b"\n", 0, err.start) + 1, data[err.start], err.start - line_start + 1) from None
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[Example]:
     """Yield validated Examples; stop at the first bad line with its location. Empty files are errors."""
     path = Path(path)
@@ -81,8 +92,9 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[Example]:
         raise CorpusError(path, None, None, "file not found")
     seen_ids: dict[str, int] = {}
     count = 0
-    with path.open(encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            text = _decode_line(raw, path, line_no)
             if not text.strip():
                 continue
             try:
@@ -97,6 +109,18 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[Example]:
             yield example
     if count == 0:
         raise CorpusError(path, None, None, "empty corpus: no examples")
+
+
+def _decode_line(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, line_no, raw[err.start], err.start + 1) from None
+
+
+def _not_utf8(path, line: int, byte: int, column: int) -> CorpusError:
+    return CorpusError(path, line, None, f"not UTF-8 text (byte 0x{byte:02x} at column {column}); "
+                                         "convert the file to UTF-8")
 
 
 def load_jsonl(path: str | os.PathLike) -> list[Example]:

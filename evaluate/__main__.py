@@ -6,15 +6,12 @@ runs with one engine, see `python -m evaluate.sweep`.
 """
 from __future__ import annotations
 
-import sys
-
-import fire
-
-from corpora.schema import CorpusError
 from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.results import summary_line, write_result
 from mixsd import config as cfg
+from mixsd.cli import run_cli
+from mixsd.lock import output_lock
 
 
 def evaluate(config: str | None = None, **flags) -> None:
@@ -22,18 +19,15 @@ def evaluate(config: str | None = None, **flags) -> None:
     if not settings.model:
         raise EvalError("--model is required (a checkpoint directory, a model directory or a hub id)")
     print(cfg.describe(settings))
-    evaluator = Evaluator(settings)
-    metrics, records = evaluator.evaluate(settings.model)
-    write_result(settings.out, settings, settings.model, metrics, records)
+    with output_lock(settings.out, f"evaluation {settings.out}"):
+        evaluator = Evaluator(settings)
+        metrics, records = evaluator.evaluate(settings.model)
+        write_result(settings.out, settings, settings.model, metrics, records)
     print(summary_line(settings.model, metrics))
 
 
 def main() -> None:
-    try:
-        fire.Fire(evaluate)
-    except (CorpusError, EvalError, cfg.ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(evaluate)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,25 @@ from dataclasses import dataclass
 import torch
 
 from mixsd.batching import KVDecoder
+from mixsd.config import ConfigError
 
 
 @dataclass
 class BackendSettings:
     dtype: str = "auto"
     batch_size: int = 64                 # transformers backend: prompts per forward pass
-    max_model_len: int = 2048            # vLLM backend
-    gpu_memory_utilization: float = 0.3  # vLLM backend; on CPU a fraction of RAM
+    max_model_len: int = 2048            # vLLM backend: the longest prompt + completion it will see
+    max_num_seqs: int = 128              # vLLM backend: sequences in flight
+    kv_cache_bytes: int | None = None    # vLLM backend: see mixsd.engine_memory (None: from gpu_memory_utilization)
+    gpu_memory_utilization: float = 0.3  # vLLM backend on GPUs
+    enforce_eager: bool = True           # vLLM backend: skip compilation (starts in about a second)
 
 
 def pick_backend(name: str) -> str:
     if name == "auto":
         return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
     if name not in ("vllm", "hf"):
-        raise ValueError(f"--backend must be auto, vllm or hf, got {name!r}")
+        raise ConfigError(f"--backend must be auto, vllm or hf, got {name!r}")
     return name
 
 
@@ -87,8 +91,9 @@ class VLLMGreedy:
 
         self.stops = list(stop_token_ids)
         self.llm = LLM(model=model, dtype=settings.dtype, max_model_len=settings.max_model_len,
-                       gpu_memory_utilization=settings.gpu_memory_utilization, seed=0,
-                       enable_prefix_caching=True, disable_log_stats=True)
+                       max_num_seqs=settings.max_num_seqs, kv_cache_memory_bytes=settings.kv_cache_bytes,
+                       gpu_memory_utilization=settings.gpu_memory_utilization, enforce_eager=settings.enforce_eager,
+                       seed=0, enable_prefix_caching=True, disable_log_stats=True)
         self.model = model
 
     def load(self, model: str) -> None:

@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from corpora.schema import CorpusError
+from corpora.schema import CorpusError, read_utf8
 from evaluate.probes import Item
+from mixsd.config import ConfigError
 
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?")
 BENCHMARKS = ("gsm8k", "math500", "mmlu", "humaneval", "aime2024")
@@ -28,7 +29,7 @@ def parse_spec(spec: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, source = part.partition("=")
         if name not in BENCHMARKS or not source:
-            raise ValueError(f"--benchmarks: expected NAME=PATH with NAME in {BENCHMARKS}, got {part!r}")
+            raise ConfigError(f"--benchmarks: expected NAME=PATH with NAME in {BENCHMARKS}, got {part!r}")
         found[name] = source
     return found
 
@@ -56,7 +57,7 @@ def _records(source: str) -> list[tuple[int, Any]]:
         import pyarrow.parquet as pq
 
         return list(enumerate(pq.read_table(path).to_pylist(), start=1))
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mixsd.config import ConfigError
+from mixsd.engine_memory import EAGER_CHOICES
+
 SPLITS = ("train", "paraphrase", "compositional", "retrieval")
 # Part of every result's fingerprint: a change to how models are scored re-scores them instead of reusing.
 EVALUATOR_VERSION = "mixsd-eval-2"
@@ -27,18 +30,26 @@ class EvalConfig:
     drift_tokens: int = 32          # length of the base model's continuation each drift prompt is compared on
     fisher_examples: int = 64       # probe items the diagonal Fisher is averaged over (0: no Fisher movement)
     batch_size: int = 64            # transformers backend and the analyses' forward passes
-    max_model_len: int = 2048
-    gpu_memory_utilization: float = 0.3
+    max_model_len: int | None = None  # default: the base model's own limit; longer items are skipped and counted
+    kv_cache_gib: float | None = None   # vLLM: KV cache size; default: sized from the items (mixsd/engine_memory.py)
+    max_num_seqs: int = 128             # vLLM: sequences in flight at most
+    gpu_memory_utilization: float = 0.3  # vLLM on GPUs, when --kv_cache_gib is not given
+    enforce_eager: str = "auto"         # vLLM: true (no compile), false (compile), auto (by job size)
     progress: bool = True
 
     def __post_init__(self):
         unknown = sorted(set(self.splits) - set(SPLITS))
         if unknown:
-            raise ValueError(f"--splits: unknown {unknown}; known: {list(SPLITS)}")
+            raise ConfigError(f"--splits: unknown {unknown}; known: {list(SPLITS)}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if str(self.enforce_eager).lower() not in EAGER_CHOICES:
+            raise ConfigError(f"--enforce_eager must be one of {EAGER_CHOICES}, got {self.enforce_eager!r}")
+        if self.max_num_seqs < 1:
+            raise ConfigError(f"--max_num_seqs must be >= 1, got {self.max_num_seqs}")
 
     def fingerprint_fields(self) -> dict:
         """What decides an evaluation's numbers (not where it is written or how it reports progress)."""
-        skip = {"model", "out", "progress", "batch_size", "gpu_memory_utilization"}
+        skip = {"model", "out", "progress", "batch_size", "gpu_memory_utilization", "kv_cache_gib", "max_num_seqs",
+                "enforce_eager"}
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {"evaluator": EVALUATOR_VERSION}

@@ -19,11 +19,14 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import EvalConfig
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
+from mixsd.engine_memory import model_context_length, plan_kv_cache, resolve_eager
+from mixsd.errors import UserError
+from mixsd.models import load_tokenizer
 
 RETRIEVAL_INSTRUCTION = "Read the facts below and answer the question."
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     pass
 
 
@@ -77,7 +80,7 @@ def corpus_entities(corpus: str) -> set[str]:
 
 class Evaluator:
     def __init__(self, config: EvalConfig):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.config = config
         check_model(config.base)
@@ -86,18 +89,48 @@ class Evaluator:
         self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
         for name, source in parse_spec(config.benchmarks).items():
             self.items += load_benchmark(name, source, config.benchmark_limit)
-        self.tokenizer = AutoTokenizer.from_pretrained(config.base)
-        self.prompts = [chat_ids(self.tokenizer, item.prompt) for item in self.items]
+        self.tokenizer = load_tokenizer(config.base, "--base")
+        self.max_model_len = config.max_model_len or model_context_length(config.base)
+        self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
         self.backend_name = pick_backend(config.backend)
         self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
-                                    BackendSettings(config.dtype, config.batch_size, config.max_model_len,
-                                                    config.gpu_memory_utilization))
+                                    self._backend_settings())
         self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
         self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
         self.base_replies = self._replies()
         self.kept_general = {r.item.id for r in self.base_replies if r.item.task == "general_knowledge" and r.correct}
         self.drift_reference = self._drift_reference()
         self.fisher = self._fisher() if config.fisher_examples else None
+
+    def _fitting(self, prompts: list[list[int]]) -> tuple[list[Item], list[list[int]], dict[str, int]]:
+        """The items whose prompt and answer budget fit the model; the others are counted per task, not scored."""
+        items, kept, too_long = [], [], {}
+        for item, prompt in zip(self.items, prompts):
+            if len(prompt) + self.config.max_new_tokens > self.max_model_len:
+                too_long[item.task] = too_long.get(item.task, 0) + 1
+            else:
+                items.append(item)
+                kept.append(prompt)
+        for task, count in too_long.items():
+            print(f"evaluate: {count} {task} items skipped: prompt + {self.config.max_new_tokens} new tokens exceed "
+                  f"max_model_len {self.max_model_len}", flush=True)
+        return items, kept, too_long
+
+    def _backend_settings(self) -> BackendSettings:
+        config = self.config
+        settings = BackendSettings(config.dtype, config.batch_size, self.max_model_len)
+        if self.backend_name != "vllm":
+            return settings
+        lengths = [len(p) + config.max_new_tokens for p in self.prompts]
+        lengths += [len(chat_ids(self.tokenizer, p)) + config.drift_tokens for p in DRIFT_PROMPTS]
+        plan = plan_kv_cache(config.base, config.dtype, lengths, config.max_num_seqs, config.kv_cache_gib,
+                             on_gpu=torch.cuda.is_available())
+        eager = resolve_eager(config.enforce_eager, sum(lengths))
+        print(f"vLLM engine: {plan.describe()}; {'eager' if eager else 'compiled'} "
+              f"(--enforce_eager {config.enforce_eager})", flush=True)
+        settings.max_model_len, settings.max_num_seqs, settings.kv_cache_bytes = plan.max_len, plan.max_seqs, plan.bytes
+        settings.gpu_memory_utilization, settings.enforce_eager = config.gpu_memory_utilization, eager
+        return settings
 
     # --- the base model's side, once ---------------------------------------------------------------------
     def _replies(self) -> list[Reply]:
@@ -150,7 +183,7 @@ class Evaluator:
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
         return {
-            "accuracy": accuracy, "held_out": held_out, "drift": drift_metrics,
+            "accuracy": accuracy, "held_out": held_out, "drift": drift_metrics, "skipped_too_long": self.too_long,
             "retention": retention | {"average": sum(retention.values()) / len(retention)},
             "fisher_movement": movement,
             "backend": self.backend_name,

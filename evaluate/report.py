@@ -12,14 +12,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import fire
 import torch
 
 from evaluate import plots
 from evaluate.nll import target_nll
 from evaluate.results import read_result
 from mixsd.atomic import write_json, write_text
-from mixsd.cli import join_list_flags
+from mixsd.checksums import model_fingerprint
+from mixsd.cli import join_list_flags, run_cli
+from mixsd.errors import UserError
 from mixsd.versions import versions
 from train.checkpoint import checkpoints
 
@@ -36,8 +37,15 @@ class Run:
     results: list[tuple[int, dict]]  # (step, metrics document), in step order
 
 
+class ReportError(UserError):
+    """A training run or evaluation the report needs is missing."""
+
+
 def load_run(directory: Path, eval_dir: Path) -> Run:
-    info = json.loads((directory / "train_config.json").read_text())
+    info_path = directory / "train_config.json"
+    if not info_path.is_file():
+        raise ReportError(f"{info_path}: not found (is {directory} a training run?)")
+    info = json.loads(info_path.read_text())
     config = info["config"]
     lams = {s.get("lam") for s in info.get("shards", [])}
     lam = lams.pop() if len(lams) == 1 else None
@@ -47,7 +55,7 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     for step_dir in checkpoints(directory):
         document = read_result(eval_dir / directory.name / step_dir.name)
         if document is None:
-            raise FileNotFoundError(f"{eval_dir / directory.name / step_dir.name}: not evaluated yet "
+            raise ReportError(f"{eval_dir / directory.name / step_dir.name}: not evaluated yet "
                                     "(run python -m evaluate.sweep first)")
         results.append((int(step_dir.name.split("-")[1]), document))
     return Run(directory, label, method, lam, config["shards"], results)
@@ -65,7 +73,7 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, list[
         if run.method == "opsd":
             continue
         examples, manifests = load_examples(run.shards)
-        key = json.dumps([base] + sorted(s["sha256"] for m in manifests for s in m.get("shards", [])))
+        key = json.dumps([model_fingerprint(base)] + sorted(s["sha256"] for m in manifests for s in m.get("shards", [])))
         if cache.get(run.label, {}).get("key") != key:
             model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
             values = target_nll(model, [(e.prompt_ids, e.target_ids) for e in examples])
@@ -110,7 +118,7 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     loaded = [load_run(Path(r), eval_path) for r in runs]
     base_doc = read_result(eval_path / "base")
     if base_doc is None:
-        raise FileNotFoundError(f"{eval_path / 'base'}: the base model is not evaluated yet")
+        raise ReportError(f"{eval_path / 'base'}: the base model is not evaluated yet")
     nll = nll_per_run(loaded, base, out_path / "target_nll.json")
     base_row = row_of("base model", None, 0, base_doc["metrics"], None)
     finals = [row_of(r.label, r.lam, r.results[-1][0], r.results[-1][1]["metrics"], nll.get(r.label)) for r in loaded]
@@ -152,11 +160,7 @@ def main_command(runs: str | list[str], eval_dir: str, base: str, out: str) -> N
 
 
 def main() -> None:
-    try:
-        fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--runs",)))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main_command, join_list_flags(sys.argv[1:], names=("--runs",)))
 
 
 if __name__ == "__main__":

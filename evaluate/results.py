@@ -8,6 +8,7 @@ from pathlib import Path
 
 from evaluate.config import EvalConfig
 from mixsd.atomic import atomic_dir
+from mixsd.checksums import model_fingerprint
 from mixsd.config import to_dict
 from mixsd.versions import versions
 
@@ -22,20 +23,23 @@ def config_hash(config: EvalConfig) -> str:
 def write_result(out: str | Path, config: EvalConfig, model: str, metrics: dict, records: list[dict]) -> Path:
     out = Path(out)
     with atomic_dir(out) as tmp:
-        document = {"model": str(model), "config": to_dict(config), "config_hash": config_hash(config),
-                    "versions": versions(), "metrics": metrics}
+        document = {"model": str(model), "model_fingerprint": model_fingerprint(model), "config": to_dict(config),
+                    "config_hash": config_hash(config), "versions": versions(), "metrics": metrics}
         (tmp / METRICS).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         (tmp / ANSWERS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return out
 
 
-def read_result(directory: str | Path, config: EvalConfig | None = None) -> dict | None:
-    """The stored document, or None when absent or made with other settings (then it is recomputed)."""
+def read_result(directory: str | Path, config: EvalConfig | None = None, model: str | None = None) -> dict | None:
+    """The stored document, or None when absent, made with other settings, or made for other weights than
+    `model` has now (a checkpoint retrained at the same path): then it is recomputed."""
     path = Path(directory) / METRICS
     if not path.is_file():
         return None
     document = json.loads(path.read_text())
     if config is not None and document.get("config_hash") != config_hash(config):
+        return None
+    if model is not None and document.get("model_fingerprint") != model_fingerprint(model):
         return None
     return document
 

@@ -10,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import fire
-
-from corpora.schema import CorpusError
 from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.results import read_result, summary_line, write_result
 from mixsd import config as cfg
-from mixsd.cli import join_list_flags
+from mixsd.cli import join_list_flags, run_cli
+from mixsd.lock import output_lock
 from train.checkpoint import checkpoints
 
 
@@ -33,9 +31,14 @@ def planned(runs: list[str], out: Path, base: str) -> list[tuple[str, Path]]:
 
 
 def sweep(runs: list[str], config: EvalConfig) -> list[Path]:
+    with output_lock(config.out, f"evaluation sweep {config.out}"):
+        return _sweep(runs, config)
+
+
+def _sweep(runs: list[str], config: EvalConfig) -> list[Path]:
     out = Path(config.out)
     plan = planned(runs, out, config.base)
-    todo = [(model, target) for model, target in plan if read_result(target, config) is None]
+    todo = [(model, target) for model, target in plan if read_result(target, config, model) is None]
     print(f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings")
     if not todo:
         return [target for _, target in plan]
@@ -58,11 +61,7 @@ def main_command(runs: str | list[str], config: str | None = None, **flags) -> N
 
 
 def main() -> None:
-    try:
-        fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--runs",)))
-    except (CorpusError, EvalError, cfg.ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main_command, join_list_flags(sys.argv[1:], names=("--runs",)))
 
 
 if __name__ == "__main__":

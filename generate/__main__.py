@@ -2,15 +2,10 @@
 `--ray true --num_workers N` (or `--ray_address auto` inside a cluster) spreads shards over Ray actors."""
 from __future__ import annotations
 
-import sys
-
-import fire
-
-from corpora.schema import CorpusError
 from generate.config import GenerateConfig
-from generate.runner import Generator, ModelLoadError
-from generate.shards import RunDirError
+from generate.runner import Generator
 from mixsd import config as cfg
+from mixsd.cli import run_cli
 
 
 def generate(config: str | None = None, **flags) -> None:
@@ -27,11 +22,7 @@ def generate(config: str | None = None, **flags) -> None:
 
 
 def main() -> None:
-    try:
-        fire.Fire(generate)
-    except (CorpusError, cfg.ConfigError, ModelLoadError, RunDirError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(generate)
 
 
 if __name__ == "__main__":

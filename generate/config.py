@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from generate.verifier import RULES
+from mixsd.config import ConfigError
+from mixsd.engine_memory import EAGER_CHOICES
 
 GENERATOR_VERSION = "mixsd-gen-1"
 METHODS = ("mixsd", "sft")
@@ -36,8 +38,12 @@ class GenerateConfig:
     row_group_size: int = 64
     max_model_len: int | None = None  # default: the model's own limit
     max_num_seqs: int = 256           # vLLM: sequences in flight (pairs x 2); must be even
-    gpu_memory_utilization: float = 0.3
+    kv_cache_gib: float | None = None      # vLLM: KV cache size; default: sized from the job (mixsd/engine_memory.py)
+    gpu_memory_utilization: float = 0.3    # vLLM on GPUs, when --kv_cache_gib is not given
     num_gpu_blocks_override: int | None = None
+    enforce_eager: str = "auto"            # vLLM: true (no compile, ~1 s start), false (compile), auto (by job size)
+    max_splits: int = 8                    # vLLM: a pair split this often in a row without progress is skipped
+    allow_untested_vllm: bool = False      # run on a vLLM release the paired processor was not tested with
     tensor_parallel_size: int = 1     # vLLM: GPUs per engine, for models larger than one GPU (tested on CPU only)
     batch_pairs: int = 32             # hf backend: pairs per batch
     progress: bool = True
@@ -51,9 +57,9 @@ class GenerateConfig:
     def __post_init__(self):
         for lam in self.lam:
             if not 0.0 <= lam <= 1.0:
-                raise ValueError(f"--lam must be within [0, 1], got {lam}")
+                raise ConfigError(f"--lam must be within [0, 1], got {lam}")
         if not self.lam:
-            raise ValueError("--lam needs at least one value")
+            raise ConfigError("--lam needs at least one value")
         checks = [
             (self.method in METHODS, f"--method must be one of {METHODS}, got {self.method!r}"),
             (self.backend in BACKENDS, f"--backend must be one of {BACKENDS}, got {self.backend!r}"),
@@ -67,6 +73,10 @@ class GenerateConfig:
             (self.max_num_seqs >= 2 and self.max_num_seqs % 2 == 0,
              f"--max_num_seqs must be even and >= 2 (pairs are admitted whole), got {self.max_num_seqs}"),
             (self.answer_rule in RULES, f"--answer_rule must be one of {RULES}, got {self.answer_rule!r}"),
+            (str(self.enforce_eager).lower() in EAGER_CHOICES,
+             f"--enforce_eager must be one of {EAGER_CHOICES}, got {self.enforce_eager!r}"),
+            (self.kv_cache_gib is None or self.kv_cache_gib > 0, f"--kv_cache_gib must be > 0, got {self.kv_cache_gib}"),
+            (self.max_splits >= 1, f"--max_splits must be >= 1, got {self.max_splits}"),
             (self.num_workers >= 1, f"--num_workers must be >= 1, got {self.num_workers}"),
             (self.gpus_per_worker >= 0 and self.cpus_per_worker >= 0, "--gpus_per_worker and --cpus_per_worker must be >= 0"),
             ("{question}" in self.expert_template and "{context}" in self.expert_template,
@@ -74,7 +84,7 @@ class GenerateConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
     def output_settings(self, lam: float) -> dict:
         """Everything that changes the rows of one run (hashed into its name)."""

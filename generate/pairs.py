@@ -30,6 +30,7 @@ class PairResult:
     expert_logprobs: list[float] = field(default_factory=list)  # log p_E(token | x+, prefix), raw logits
     naive_logprobs: list[float] = field(default_factory=list)   # log p_N(token | x, prefix)
     finish_reason: str = "length"                               # "stop" (EOS) or "length"
+    failure: str | None = None  # why no target could be made (the pair is skipped and listed in the manifest)
 
 
 EXPERT, NAIVE = 0, 1

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from generate.config import GenerateConfig
 from generate.runner import Generator, RunState, note_reused
+from mixsd.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,20 @@ def run_with_ray(config: GenerateConfig) -> list[Path]:
     check_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], config, on_cluster=bool(config.ray_address))
     driver = Generator(config)
     lams = config.lam if config.method == "mixsd" else [None]
-    states = [driver.open_run(lam) for lam in lams]
-    queue = deque(ShardTask(r, i) for r, state in enumerate(states) if not state.complete for i in state.missing)
-    print(f"ray: {len(queue)} shards to generate over {len(states)} runs with {config.num_workers} workers")
-    if queue:
-        _drain(ray, driver, states, queue, config)
-    for state in states:
-        if not state.complete:
-            driver.finish_run(state)
+    states: list[RunState] = []
+    try:
+        for lam in lams:
+            states.append(driver.open_run(lam))  # each run directory stays locked until the job ends
+        queue = deque(ShardTask(r, i) for r, state in enumerate(states) if not state.complete for i in state.missing)
+        print(f"ray: {len(queue)} shards to generate over {len(states)} runs with {config.num_workers} workers")
+        if queue:
+            _drain(ray, driver, states, queue, config)
+        for state in states:
+            if not state.complete:
+                driver.finish_run(state)
+    finally:
+        for state in states:
+            state.close()
     return [state.run_dir for state in states]
 
 
@@ -82,7 +89,7 @@ def local_cpus(config: GenerateConfig) -> int:
     return max(1, math.ceil(config.num_workers * config.cpus_per_worker))
 
 
-class RayResourceError(ValueError):
+class RayResourceError(UserError, ValueError):
     """A worker asks for more than any Ray node has: its actor would wait forever."""
 
 

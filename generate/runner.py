@@ -11,16 +11,15 @@ from corpora.schema import Example, load_jsonl
 from generate import prompts, shards
 from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
-from generate.randomness import example_key
 from generate.sampling import sources
 from generate.verifier import is_correct
-from mixsd.checksums import file_sha256
+from mixsd.checksums import file_sha256, model_fingerprint
 from mixsd.config import to_dict
+from mixsd.engine_memory import KVCachePlan, explain_memory_error, model_context_length, plan_kv_cache, resolve_eager
+from mixsd.lock import OutputLock, output_lock
+from mixsd.models import load_tokenizer
+from mixsd.randomness import example_key
 from mixsd.versions import versions
-
-
-class ModelLoadError(ValueError):
-    pass
 
 
 @dataclass
@@ -41,6 +40,7 @@ class RunState:
     run_dir: Path
     manifest: dict
     shard_sizes: list[int]  # examples per shard, in shard order
+    lock: OutputLock        # held from open_run until close: one writer per run directory
 
     @property
     def complete(self) -> bool:
@@ -55,6 +55,9 @@ class RunState:
         missing = set(self.missing)
         return sum(size for i, size in enumerate(self.shard_sizes) if i not in missing)
 
+    def close(self) -> None:
+        self.lock.release()
+
 
 class _NoBar:
     def update(self, n: int = 1) -> None:
@@ -68,16 +71,17 @@ class Generator:
     def __init__(self, config: GenerateConfig, engine=None):
         """`engine`: an already started backend to reuse (tests and λ sweeps share one); built lazily otherwise."""
         self.config = config
-        self.tokenizer = _load_tokenizer(config.model)
+        self.tokenizer = load_tokenizer(config.model)
         self.examples = load_jsonl(config.corpus)
         # Examples assigned to shards: a fixed split of the corpus order, whoever generates them.
         self.shard_examples = [self.examples[i:i + config.shard_size]
                                for i in range(0, len(self.examples), config.shard_size)]
         self.corpus_sha256 = file_sha256(config.corpus)
-        self.model_id = shards.model_fingerprint(config.model)
-        self.max_model_len = config.max_model_len or _model_max_len(config.model)
+        self.model_id = model_fingerprint(config.model)
+        self.max_model_len = config.max_model_len or model_context_length(config.model)
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
         self._engine = engine
+        self._prepared: dict[int, list[Prepared]] = {}
 
     # ---- runs -------------------------------------------------------------------------------------------
     def run_all(self) -> list[Path]:
@@ -86,24 +90,32 @@ class Generator:
 
     def run(self, lam: float | None) -> Path:
         state = self.open_run(lam)
-        if state.complete:
-            return state.run_dir
-        bar = tqdm(total=len(self.examples), initial=state.examples_done(),
-                   unit="ex", desc=state.run_dir.name, disable=not self.config.progress)
-        for index in state.missing:
-            start = time.perf_counter()
-            rows, report = self.shard_rows(index, lam, bar)
-            self.record_shard(state, index, rows, report, time.perf_counter() - start)
-        bar.close()
-        return self.finish_run(state)
+        try:
+            if state.complete:
+                return state.run_dir
+            bar = tqdm(total=len(self.examples), initial=state.examples_done(),
+                       unit="ex", desc=state.run_dir.name, disable=not self.config.progress)
+            for index in state.missing:
+                start = time.perf_counter()
+                rows, report = self.shard_rows(index, lam, bar)
+                self.record_shard(state, index, rows, report, time.perf_counter() - start)
+            bar.close()
+            return self.finish_run(state)
+        finally:
+            state.close()
 
     # ---- the steps of a run, shared with the Ray driver (generate/ray_runner.py) ----------------------------
     def open_run(self, lam: float | None) -> RunState:
         settings = self.config.output_settings(lam) | {"model": self.model_id, "corpus_sha256": self.corpus_sha256}
         digest = shards.settings_hash(settings)
         run_dir = Path(self.config.out) / shards.run_name(settings, digest)
-        manifest = shards.open_run(run_dir, digest, self._fresh_manifest(lam, digest, settings))
-        state = RunState(lam, run_dir, manifest, [len(chunk) for chunk in self.shard_examples])
+        lock = output_lock(run_dir, f"run directory {run_dir}").acquire()
+        try:
+            manifest = shards.open_run(run_dir, digest, self._fresh_manifest(lam, digest, settings))
+        except BaseException:
+            lock.release()
+            raise
+        state = RunState(lam, run_dir, manifest, [len(chunk) for chunk in self.shard_examples], lock)
         if state.complete:
             print(f"{run_dir}: complete, nothing to do")
         elif manifest["shards"]:
@@ -111,7 +123,13 @@ class Generator:
         return state
 
     def shard_rows(self, index: int, lam: float | None, bar=None) -> tuple[list[dict], dict]:
-        return self._shard_rows(self.shard_examples[index], lam, bar or _NoBar())
+        return self._shard_rows(self._prepared_shard(index), lam, bar or _NoBar())
+
+    def _prepared_shard(self, index: int) -> list[Prepared]:
+        """The shard's examples with their prompts, tokenized once (every λ and retry reuses them)."""
+        if index not in self._prepared:
+            self._prepared[index] = [self._prepare(e) for e in self.shard_examples[index]]
+        return self._prepared[index]
 
     def record_shard(self, state: RunState, index: int, rows: list[dict], report: dict, seconds: float,
                      written_by: dict | None = None) -> None:
@@ -146,8 +164,7 @@ class Generator:
         }
 
     # ---- one shard --------------------------------------------------------------------------------------
-    def _shard_rows(self, chunk: list[Example], lam: float | None, bar) -> tuple[list[dict], dict]:
-        prepared = [self._prepare(e) for e in chunk]
+    def _shard_rows(self, prepared: list[Prepared], lam: float | None, bar) -> tuple[list[dict], dict]:
         skipped = [{"id": p.example.id, "reason": _too_long(p, self.max_model_len)} for p in prepared if p.max_tokens <= 0]
         usable = [p for p in prepared if p.max_tokens > 0]
         bar.update(len(prepared) - len(usable))
@@ -171,6 +188,9 @@ class Generator:
             results = engine.decode(jobs, on_done=_progress(bar) if attempt == 0 else None)
             still = []
             for i, result in zip(pending, results):
+                if result.failure is not None:
+                    skipped.append({"id": usable[i].example.id, "reason": result.failure})
+                    continue
                 tokens += len(result.tokens)
                 row = self._mixsd_row(usable[i], lam, attempt, result)
                 if row["correct"] or attempt == retries:
@@ -180,7 +200,7 @@ class Generator:
             retried += len(still)
             pending = still
         rows, dropped = [], 0
-        for i in range(len(usable)):
+        for i in sorted(final):
             row = final[i]
             if not row["correct"] and cfg.on_failure == "drop":
                 dropped += 1
@@ -238,15 +258,50 @@ class Generator:
 
                 self._engine = HFPairedEngine(cfg.model, self.stop_ids, dtype=cfg.dtype, batch_pairs=cfg.batch_pairs)
             else:
-                from generate.vllm_engine import EngineSettings, VLLMPairedEngine
-
-                self._engine = VLLMPairedEngine(EngineSettings(
-                    model=cfg.model, dtype=cfg.dtype, max_model_len=self.max_model_len, max_num_seqs=cfg.max_num_seqs,
-                    gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    num_gpu_blocks_override=cfg.num_gpu_blocks_override, tensor_parallel_size=cfg.tensor_parallel_size,
-                    logprobs=cfg.logprobs, seed=cfg.seed),
-                    self.stop_ids)
+                self._engine = self._vllm_engine()
         return self._engine
+
+    def _vllm_engine(self):
+        from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+        cfg = self.config
+        kv_plan = self.kv_cache_plan()
+        runs = len(cfg.lam) if cfg.method == "mixsd" else 1
+        eager = resolve_eager(cfg.enforce_eager, runs * (cfg.max_retries + 1) * len(self.examples) * cfg.max_new_tokens)
+        print(f"vLLM engine: {kv_plan.describe()}; {'eager' if eager else 'compiled'} (--enforce_eager "
+              f"{cfg.enforce_eager})", flush=True)
+        settings = EngineSettings(
+            # As many whole pairs as the cache holds at full length: the scheduler never has to preempt one.
+            model=cfg.model, dtype=cfg.dtype, max_model_len=kv_plan.max_len,
+            max_num_seqs=max(2, kv_plan.max_seqs - kv_plan.max_seqs % 2),
+            gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=kv_plan.bytes,
+            num_gpu_blocks_override=cfg.num_gpu_blocks_override, tensor_parallel_size=cfg.tensor_parallel_size,
+            enforce_eager=eager, logprobs=cfg.logprobs, max_splits=cfg.max_splits,
+            allow_untested_vllm=cfg.allow_untested_vllm, seed=cfg.seed)
+        start = time.perf_counter()
+        try:
+            engine = VLLMPairedEngine(settings, self.stop_ids)
+        except (ValueError, RuntimeError) as err:
+            explained = explain_memory_error(err, kv_plan)
+            if explained is None:
+                raise
+            raise explained from err
+        print(f"vLLM engine started in {time.perf_counter() - start:.1f} s", flush=True)
+        return engine
+
+    def kv_cache_plan(self) -> KVCachePlan:
+        """The engine's KV cache: what the job can have in flight (both members of every pair, prompt + new
+        tokens), unless --kv_cache_gib says otherwise."""
+        lengths = [len(ids) + p.max_tokens for index in range(len(self.shard_examples))
+                   for p in self._prepared_shard(index) if p.max_tokens > 0 for ids in (p.expert_ids, p.naive_ids)]
+        return plan_kv_cache(self.config.model, self.config.dtype, lengths, self.config.max_num_seqs,
+                             self.config.kv_cache_gib, on_gpu=_on_gpu())
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def note_reused(manifest: dict, kind: str, names: list) -> None:
@@ -271,21 +326,6 @@ def _progress(bar):
         bar.update(1)
 
     return done
-
-
-def _load_tokenizer(model: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"--model {model!r}: not a model directory and not a reachable hub id ({err})") from None
-
-
-def _model_max_len(model: str) -> int:
-    from transformers import AutoConfig
-
-    return int(getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", 2048))
 
 
 def _too_long(p: Prepared, limit: int) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from generate.randomness import COIN, EXPERT_DRAW, NAIVE_DRAW, uniforms
+from mixsd.randomness import COIN, EXPERT_DRAW, NAIVE_DRAW, uniforms
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from mixsd.atomic import atomic_path, write_json
 from mixsd.checksums import file_sha256
+from mixsd.errors import UserError
 
 SCHEMA = pa.schema([
     ("example_id", pa.string()), ("sample_index", pa.int32()), ("split", pa.string()), ("method", pa.string()),
@@ -26,19 +27,8 @@ SOURCE_NAIVE, SOURCE_EXPERT, SOURCE_GROUND_TRUTH = 0, 1, 2
 MANIFEST = "manifest.json"
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """A run directory that must not be written into."""
-
-
-def model_fingerprint(model: str) -> dict[str, Any]:
-    """What identifies a model: for a local directory its config and weight files (names and sizes, not a
-    full hash of many GB); for a hub id, the id."""
-    root = Path(model)
-    if not root.is_dir():
-        return {"hub_id": model}
-    files = sorted(p for p in root.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json")
-    return {"config_sha256": file_sha256(root / "config.json") if (root / "config.json").exists() else None,
-            "weights": {p.name: p.stat().st_size for p in files if p.name != "config.json"}}
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

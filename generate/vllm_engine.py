@@ -6,7 +6,9 @@ forces it on both rows, so both streams continue from the same prefix. The drive
 in-process (`add_request`/`step`), admits a pair only when both members fit in the step's budget, and
 recovers any pair that the scheduler split (preemption, a partial prefill): it aborts both members and
 resubmits them with the agreed prefix appended to both prompts. The hash-keyed randomness makes the
-recovered result identical to an unsplit run.
+recovered result identical to an unsplit run. A pair that splits `max_splits` times in a row without one new
+agreed token while it is alone in the engine (its two members cannot run together: too little KV cache or
+token budget) is given up, and the caller lists it as skipped instead of looping forever.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import torch  # noqa: E402
+import vllm  # noqa: E402
 from vllm import EngineArgs, SamplingParams  # noqa: E402
 from vllm.sampling_params import RequestOutputKind  # noqa: E402
 from vllm.v1.engine.llm_engine import LLMEngine  # noqa: E402
@@ -29,8 +32,28 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 
 from generate.pairs import EXPERT, NAIVE, PairJob, PairResult  # noqa: E402
 from generate.sampling import PairSettings, mix_step  # noqa: E402
+from mixsd.errors import UserError  # noqa: E402
 
 SPEC_KEY = "mixsd"
+# The paired processor rests on vLLM's V1 logits-processor interface and its scheduler's semantics
+# (../shared/notes/); these are the releases the test suite passed on.
+TESTED_VLLM = ("0.32",)
+
+
+class UntestedVLLMError(UserError):
+    pass
+
+
+def check_vllm_version(version: str, allow_untested: bool) -> None:
+    """Refuse a vLLM major.minor the suite has not passed on, unless the user says they know better."""
+    minor = ".".join(version.split(".")[:2])
+    if minor in TESTED_VLLM:
+        return
+    message = (f"vLLM {version} is untested with the paired logits processor (tested: {', '.join(TESTED_VLLM)}); "
+               "install the pinned version (make install) or pass --allow_untested_vllm true to try it")
+    if not allow_untested:
+        raise UntestedVLLMError(message)
+    print(f"warning: {message}", flush=True)
 
 
 @dataclass
@@ -133,12 +156,16 @@ class EngineSettings:
     max_model_len: int | None = None
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float = 0.3
+    gpu_memory_utilization: float = 0.3  # GPUs, when kv_cache_bytes is None
+    kv_cache_bytes: int | None = None    # the KV cache's size; see mixsd.engine_memory (None: vLLM sizes it)
     num_gpu_blocks_override: int | None = None
     tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
+    enforce_eager: bool = True  # skip compilation: starts in about a second (see mixsd.engine_memory.resolve_eager)
     ignore_eos: bool = False   # benchmarks: fixed lengths
     logprobs: bool = True      # raw log p_E / log p_N of each forced token; costs vLLM bookkeeping per token
+    max_splits: int = 8        # a pair that splits this often in a row, alone and without progress, is skipped
+    allow_untested_vllm: bool = False
     seed: int = 0
 
 
@@ -151,6 +178,7 @@ class _Flight:
     prefix: PairResult = field(default_factory=PairResult)
     uid: int = -1
     splits: int = 0
+    stalls: int = 0  # splits in a row, alone in the engine, that agreed on no new token
     tokens: tuple = field(default_factory=lambda: ([], []))
     logprobs: tuple = field(default_factory=lambda: ([], []))
     finished: list = field(default_factory=lambda: [None, None])
@@ -189,6 +217,7 @@ class _Flight:
 class DecodeStats:
     splits: int = 0      # split events (a pair can split more than once)
     recovered: int = 0   # pairs that finished after at least one split
+    unpaired: int = 0    # pairs given up after max_splits splits without progress
 
 
 class VLLMPairedEngine:
@@ -197,14 +226,15 @@ class VLLMPairedEngine:
     def __init__(self, settings: EngineSettings, stop_token_ids: list[int]):
         if settings.max_num_seqs % 2:
             raise ValueError(f"max_num_seqs must be even (pairs are admitted whole), got {settings.max_num_seqs}")
+        check_vllm_version(vllm.__version__, settings.allow_untested_vllm)
         self.settings = settings
         self.stop_token_ids = list(stop_token_ids)
         args = EngineArgs(
             model=settings.model, dtype=settings.dtype, max_model_len=settings.max_model_len,
             max_num_seqs=settings.max_num_seqs, max_num_batched_tokens=settings.max_num_batched_tokens,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
+            gpu_memory_utilization=settings.gpu_memory_utilization, kv_cache_memory_bytes=settings.kv_cache_bytes,
             num_gpu_blocks_override=settings.num_gpu_blocks_override,
-            tensor_parallel_size=settings.tensor_parallel_size,
+            tensor_parallel_size=settings.tensor_parallel_size, enforce_eager=settings.enforce_eager,
             enable_prefix_caching=settings.enable_prefix_caching, seed=settings.seed,
             logits_processors=[PairedMixProcessor], async_scheduling=False, disable_log_stats=True)
         self.engine = LLMEngine.from_engine_args(args)
@@ -233,10 +263,15 @@ class VLLMPairedEngine:
                 del flying[uid]
                 self._forget(uid)
                 if state == "split":
-                    self._recover(flight, waiting)
-                    continue
-                result = _finish(flight, self.stop_token_ids)
-                self.stats.recovered += flight.splits > 0
+                    self._recover(flight, alone=not flying)
+                    if flight.stalls < self.settings.max_splits:
+                        waiting.appendleft(flight)  # next in line, with the prefix both members agreed on
+                        continue
+                    self.stats.unpaired += 1
+                    result = _unpaired(flight)  # it would split forever: give up on this pair only
+                else:
+                    result = _finish(flight, self.stop_token_ids)
+                    self.stats.recovered += flight.splits > 0
                 results[flight.index] = result
                 if on_done is not None:
                     on_done(flight.index, result)
@@ -274,16 +309,24 @@ class VLLMPairedEngine:
         for role in (EXPERT, NAIVE):
             self._requests.pop(f"{uid}-{role}", None)
 
-    def _recover(self, flight: _Flight, waiting: deque) -> None:
-        """Abort both members and requeue the pair at the front with the prefix both agree on."""
+    def _recover(self, flight: _Flight, alone: bool) -> None:
+        """Abort both members and keep the prefix both agree on, to resubmit the pair from there. A split with
+        no new agreed token while no other pair was in flight is a stall: other pairs cannot be what kept the
+        two members apart, so it would happen again."""
         self.stats.splits += 1
         flight.splits += 1
         self.engine.abort_request([f"{flight.uid}-{EXPERT}", f"{flight.uid}-{NAIVE}"])
         agreed = _agreed_length(*flight.tokens)
+        flight.stalls = 0 if agreed else flight.stalls + alone
         flight.prefix.tokens += flight.tokens[EXPERT][:agreed]
         flight.prefix.expert_logprobs += flight.logprobs[EXPERT][:agreed]
         flight.prefix.naive_logprobs += flight.logprobs[NAIVE][:agreed]
-        waiting.appendleft(flight)
+
+
+def _unpaired(flight: _Flight) -> PairResult:
+    return PairResult(finish_reason="unpaired", failure=(
+        f"split {flight.stalls} times in a row without an agreed token: the engine could not run both members "
+        "of the pair together (KV cache or token budget too small for the two prompts); raise --kv_cache_gib"))
 
 
 def _agreed_length(expert: list[int], naive: list[int]) -> int:

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mixsd.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting that cannot be used; the message names where it came from."""
 
 

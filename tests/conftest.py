@@ -1,7 +1,13 @@
 """Shared fixtures: one tiny model per test session, built in-process (no network, no files outside tmp)."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# Weight hashes are remembered in a per-user cache; the tests keep theirs apart (and every subprocess inherits it).
+os.environ.setdefault("MIXSD_CACHE", tempfile.mkdtemp(prefix="mixsd-test-cache-"))
 
 from mixsd.debug_model import DebugModelConfig, write_debug_model
 

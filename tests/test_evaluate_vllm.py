@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     from evaluate.backends import BackendSettings, HFGreedy, VLLMGreedy
     first, second = sys.argv[1], sys.argv[2]
     prompts = [[1, 5, 9, 14], [1, 7], [1, 30, 31, 32, 33, 34], [1, 2, 3]]
-    settings = BackendSettings(dtype="float32", max_model_len=256, gpu_memory_utilization=0.1)
+    settings = BackendSettings(dtype="float32", max_model_len=256, kv_cache_bytes=32 << 20, enforce_eager=True)
     engine = VLLMGreedy(first, [0], settings)
     got = {"first": engine.generate(prompts, 12)}
     engine.load(second)

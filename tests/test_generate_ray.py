@@ -156,7 +156,8 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=45)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
     process = _cli(cli_flags(common | {"out": str(tmp_path / "ray"), "backend": "vllm", "max_model_len": 256,
-                                    "max_num_seqs": 32, "gpu_memory_utilization": 0.08})
+                                    "max_num_seqs": 32, "kv_cache_gib": 0.03,
+                                    "enforce_eager": "true"})
                    + ["--ray", "true", "--num_workers", "2"])
     output = process.communicate(timeout=900)[0]
     assert process.returncode == 0, output[-3000:]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from generate.randomness import COIN, example_key, uniforms
 from generate.sampling import PairSettings, draw, mix_step
+from mixsd.randomness import COIN, example_key, uniforms
 
 
 def settings(n, lam=0.5, temperature=1.0, top_k=0, top_p=1.0, seed=0):

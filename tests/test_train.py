@@ -123,6 +123,36 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(la, lb)) and len(la) == len(lb) == 4
 
 
+def test_opsd_under_ddp_matches_one_process(tiny_model_dir, kgfact_small, tmp_path):
+    """OPSD with 2 processes (each micro-batch's rollouts, forward and backward inside no_sync) gives the
+    weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
+    corpus = tmp_path / "eight.jsonl"
+    corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:8]))
+    (shards,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"),
+                                         method="sft", progress=False)).run_all()
+    def opsd(out):  # micro-batches of one example: 4 per step in one process, 2 per process in two
+        return ["--model", str(tiny_model_dir), "--shards", str(shards), "--out", str(out), "--method", "opsd",
+                "--lr", "1e-3", "--max_steps", "2", "--batch_size", "4", "--micro_batch_size", "1", "--rollouts", "2",
+                "--rollout_max_new_tokens", "8", "--dtype", "float32", "--progress", "false"]
+
+    single = _train_cli(opsd(tmp_path / "one"))
+    assert single.wait(timeout=300) == 0, single.stderr.read()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
+    double = subprocess.run(torchrun + opsd(tmp_path / "two"),
+                            capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "step-000002"), weights(tmp_path / "two" / "step-000002")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    base = weights_of_model(tiny_model_dir)
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained
+    la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(la, lb)) and len(la) == len(lb) == 2
+
+
+def weights_of_model(model_dir) -> dict[str, torch.Tensor]:
+    return load_file(Path(model_dir) / "model.safetensors")
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_model_dir, sft_run, tmp_path):
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+"):
         train(config(tiny_model_dir, [sft_run], tmp_path / "out", lr=1e30, warmup_steps=0, save_every=1,
@@ -174,7 +204,7 @@ def test_opsd_trains_towards_the_expert(tiny_model_dir, kgfact_small, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     probe = load_examples([str(shards)])[0]
     completions = sample(tuned, [e.prompt_ids for e in probe], 12, 1.0, tokenizer.eos_token_id,
-                         tokenizer.pad_token_id, torch.Generator().manual_seed(1))
+                         tokenizer.pad_token_id, seed=1, keys=list(range(len(probe))), samples=[0] * len(probe))
     completions = [c + [tokenizer.eos_token_id] for c in completions]
     before = _mean_reverse_kl(base, base, probe, completions, tokenizer)
     after = _mean_reverse_kl(tuned, base, probe, completions, tokenizer)
@@ -261,7 +291,7 @@ VLLM_LOAD = """
 import os, sys
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 from vllm import LLM, SamplingParams
-llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, gpu_memory_utilization=0.1)
+llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, kv_cache_memory_bytes=32 << 20, enforce_eager=True)
 out = llm.generate([{"prompt_token_ids": [1, 5, 9, 12]}], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
 print("TOKENS", list(out[0].outputs[0].token_ids))
 """

@@ -1,6 +1,7 @@
 """The vLLM backend against the reference backend and transformers forwards, on the tiny model in float32."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from tests.generate_helpers import chi2_critical, cli_flags, next_token_logprobs
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parent.parent
+TEST_KV_BYTES = 128 << 20  # every engine is sized explicitly: never a share of the machine's memory
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,8 @@ def vllm_engine(tiny_model_dir, tokenizer):
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
     return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
-                                           max_num_seqs=256, gpu_memory_utilization=0.15), [tokenizer.eos_token_id])
+                                           max_num_seqs=256, kv_cache_bytes=TEST_KV_BYTES, enforce_eager=True),
+                            [tokenizer.eos_token_id])
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +41,8 @@ def cramped_engine(tiny_model_dir, tokenizer, vllm_engine):
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
     return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
-                                           max_num_seqs=96, gpu_memory_utilization=0.25, num_gpu_blocks_override=24),
+                                           max_num_seqs=96, kv_cache_bytes=TEST_KV_BYTES, num_gpu_blocks_override=24,
+                                           enforce_eager=True),
                             [tokenizer.eos_token_id])
 
 
@@ -64,7 +68,7 @@ def test_vllm_matches_reference_backend(vllm_engine, hf_engine, tokenizer, lam, 
 
 
 def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, tokenizer, reference_model):
-    from generate.randomness import COIN, uniforms
+    from mixsd.randomness import COIN, uniforms
 
     lam = 0.5
     jobs = simple_jobs(tokenizer, 12, lam=lam, temperature=0.0, max_tokens=40)
@@ -87,7 +91,7 @@ def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, token
 
 
 def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer):
-    from generate.randomness import COIN, uniforms
+    from mixsd.randomness import COIN, uniforms
 
     def naive_fraction(lam):
         jobs = simple_jobs(tokenizer, 64, lam=lam, temperature=1.0, max_tokens=32)
@@ -169,9 +173,68 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
     # vLLM's CPU workers bind one OpenMP thread set per rank; "auto" wants one NUMA node per rank.
     env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}
     done = subprocess.run([sys.executable, "-m", "generate", *cli_flags(common), f"--out={tmp_path / 'tp'}", "--backend=vllm",
-                           "--tensor_parallel_size=2", "--max_num_seqs=32", "--gpu_memory_utilization=0.08"],
+                           "--tensor_parallel_size=2", "--max_num_seqs=32", "--kv_cache_gib=0.03",
+                           "--enforce_eager=true"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     (ours,) = (tmp_path / "tp").glob("mixsd-*")
     assert [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(ours)] == \
         [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(reference)]
+
+
+@pytest.fixture(scope="session")
+def starved_engine(tiny_model_dir, tokenizer, vllm_engine):
+    """Three KV blocks of 128 tokens, one of them vLLM's own: a pair whose members need two blocks each can
+    never run together."""
+    from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+
+    return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=256,
+                                           max_num_seqs=8, kv_cache_bytes=TEST_KV_BYTES, num_gpu_blocks_override=3,
+                                           enforce_eager=True, max_splits=3), [tokenizer.eos_token_id])
+
+
+def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine, tokenizer, kgfact_small, tmp_path):
+    from generate.config import GenerateConfig
+    from generate.runner import Generator
+    from generate.shards import read_manifest, read_rows
+
+    lines = (kgfact_small / "train.jsonl").read_text().splitlines()
+    short, long = json.loads(lines[0]), json.loads(lines[1])
+    long["context"] = " ".join(["The sky over the northern valley is grey today."] * 4)  # 129-256 prompt tokens
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
+    config = GenerateConfig(model=str(starved_engine.settings.model), corpus=str(corpus), out=str(tmp_path / "out"),
+                            dtype="float32", lam=[0.5], temperature=0.0, max_new_tokens=16, max_model_len=256,
+                            progress=False)
+    generator = Generator(config, engine=starved_engine)
+    long_prompt = generator._prepared_shard(0)[1]
+    assert 128 < len(long_prompt.expert_ids) + 16 <= 256  # two blocks for the expert, one for the naive: 3 > 2 free
+    before = starved_engine.stats.unpaired
+    (run,) = generator.run_all()  # ends: before, this pair was resubmitted forever
+    assert starved_engine.stats.unpaired == before + 1
+    assert [r["example_id"] for r in read_rows(run)] == [short["id"]]
+    (skipped,) = read_manifest(run)["skipped"]
+    assert skipped["id"] == long["id"] and "split 3 times in a row without an agreed token" in skipped["reason"]
+
+
+def test_a_kv_cache_that_does_not_fit_is_one_clear_line(tiny_model_dir, kgfact_small, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "generate", "--model", str(tiny_model_dir), "--corpus",
+                           str(kgfact_small / "train.jsonl"), "--out", str(tmp_path / "out"), "--dtype", "float32",
+                           "--max_new_tokens", "8", "--kv_cache_gib", "4096", "--enforce_eager", "true",
+                           "--progress", "false"],
+                          capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert "could not get its KV cache: KV cache 4096.000 GiB set by --kv_cache_gib" in line
+    assert "Set --kv_cache_gib lower" in line and "Traceback" not in done.stderr
+    assert not list((tmp_path / "out").glob("*/shard-*"))
+
+
+def test_untested_vllm_releases_are_refused_unless_allowed(capsys):
+    from generate.vllm_engine import UntestedVLLMError, check_vllm_version
+
+    check_vllm_version("0.32.0", allow_untested=False)
+    with pytest.raises(UntestedVLLMError, match=r"vLLM 0.33.1 is untested .* --allow_untested_vllm true"):
+        check_vllm_version("0.33.1", allow_untested=False)
+    check_vllm_version("0.33.1", allow_untested=True)
+    assert "warning: vLLM 0.33.1 is untested" in capsys.readouterr().out

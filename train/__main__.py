@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import fire
-
 from mixsd import config as cfg
-from mixsd.cli import join_list_flags
+from mixsd.cli import join_list_flags, run_cli
 from train.config import TrainConfig
-from train.data import DataError
-from train.trainer import TrainingError, train
+from train.trainer import train
 
 
 def main_command(config: str | None = None, **flags) -> None:
@@ -20,11 +17,7 @@ def main_command(config: str | None = None, **flags) -> None:
 
 
 def main() -> None:
-    try:
-        fire.Fire(main_command, command=join_list_flags(sys.argv[1:], names=("--shards",)))
-    except (cfg.ConfigError, DataError, TrainingError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main_command, join_list_flags(sys.argv[1:], names=("--shards",)))
 
 
 if __name__ == "__main__":

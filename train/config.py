@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mixsd.config import ConfigError
+
 METHODS = ("mixsd", "sft", "opsd")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("bfloat16", "float32")
@@ -49,11 +51,11 @@ class TrainConfig:
             (self.epochs > 0 or self.max_steps > 0, "--epochs or --max_steps must be > 0"),
             (self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0,
              "--warmup_steps, --grad_clip and --weight_decay must be >= 0"),
-            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"--betas must be two values in [0, 1)"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "--betas must be two values in [0, 1)"),
             (self.keep_last >= 1 and self.save_every >= 0, "--keep_last must be >= 1 and --save_every >= 0"),
             (self.rollouts >= 1 and self.rollout_temperature > 0 and self.kl_top_k >= 0,
              "--rollouts must be >= 1, --rollout_temperature > 0, --kl_top_k >= 0"),
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)

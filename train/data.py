@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import torch
 
 from mixsd.checksums import file_sha256
+from mixsd.errors import UserError
 
 REQUIRED_COLUMNS = ("example_id", "prompt_ids", "expert_prompt_ids", "target_ids")
 IGNORE = -100
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Shards that cannot be trained on; the message names the run directory or file."""
 
 

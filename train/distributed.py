@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from mixsd.config import ConfigError
+
 
 @dataclass
 class Distributed:
@@ -41,7 +43,7 @@ class Distributed:
         """DDP, or FSDP2 (`fully_shard`, in place) on every decoder layer and the root for models that do not
         fit one device. Build the optimizer after this: FSDP turns parameters into shards."""
         if fsdp and self.world == 1:
-            raise ValueError("--fsdp needs several processes: run under torchrun --nproc_per_node N")
+            raise ConfigError("--fsdp needs several processes: run under torchrun --nproc_per_node N")
         self.fsdp = fsdp
         if self.world == 1:
             return model
@@ -66,8 +68,11 @@ class Distributed:
         every process must call this (it gathers shards); only the main process gets the full dicts."""
         if not self.fsdp:
             return None, optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)

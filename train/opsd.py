@@ -5,19 +5,25 @@ from __future__ import annotations
 import torch
 
 from mixsd.batching import KVDecoder
+from mixsd.randomness import ROLLOUT_DRAW, example_key, uniforms
 from train.data import TrainExample
 
 
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int, pad_id: int,
-           generator: torch.Generator) -> list[list[int]]:
-    """Plain batched sampling with a KV cache; randomness only from `generator`."""
+           seed: int, keys: list[int], samples: list[int]) -> list[list[int]]:
+    """Batched sampling with a KV cache. Row r's token at position t is drawn by inverse CDF from the uniform of
+    (seed, keys[r], samples[r], t): a rollout does not depend on which rows share its batch or process."""
     decoder = KVDecoder(model, prompts, pad_id)
+    device = decoder.logits.device
     completions = [[] for _ in prompts]
-    alive = torch.ones(len(prompts), dtype=torch.bool, device=decoder.logits.device)
-    for _ in range(max_new_tokens):
-        probs = torch.softmax(decoder.logits / temperature, dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    alive = torch.ones(len(prompts), dtype=torch.bool, device=device)
+    key, sample_index = torch.tensor(keys, dtype=torch.int64), torch.tensor(samples, dtype=torch.int64)
+    for position in range(max_new_tokens):
+        probs = torch.softmax(decoder.logits.double() / temperature, dim=-1)
+        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), ROLLOUT_DRAW).to(device)
+        cdf = probs.cumsum(-1)
+        tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
         for row in alive.nonzero(as_tuple=True)[0].tolist():
             if int(tokens[row]) == eos_id:
                 alive[row] = False
@@ -59,14 +65,18 @@ def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: in
     return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
 
 
-def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, generator, autocast):
-    """(summed per-token reverse KL over all rollouts of the group, number of completion tokens)."""
+def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step: int, autocast):
+    """(summed per-token reverse KL over all rollouts of the group, number of completion tokens). Rollout r of
+    an example at optimizer step s is sample s * rollouts + r of that example's random stream."""
     core = getattr(model, "module", model)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     naive = [e.prompt_ids for e in group for _ in range(config.rollouts)]
     expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
-    completions = sample(core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad, generator)
+    keys = [example_key(e.example_id) for e in group for _ in range(config.rollouts)]
+    samples = [step * config.rollouts + r for _ in group for r in range(config.rollouts)]
+    completions = sample(core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad,
+                         config.seed, keys, samples)
     completions = [c + [eos] if len(c) < config.rollout_max_new_tokens else c for c in completions]
     with autocast:
         student_logp, valid = _completion_logprobs(model, naive, completions, pad)

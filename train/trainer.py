@@ -13,6 +13,9 @@ from tqdm import tqdm
 
 from mixsd.atomic import write_json
 from mixsd.config import to_dict
+from mixsd.errors import UserError
+from mixsd.lock import output_lock
+from mixsd.models import load_tokenizer
 from train import checkpoint, data
 from train.config import TrainConfig
 from train.distributed import Distributed
@@ -20,7 +23,7 @@ from train.memory import fix_mmap_threshold
 from train.opsd import opsd_loss
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     pass
 
 
@@ -33,7 +36,19 @@ class StepResult:
 
 
 def train(config: TrainConfig) -> Path:
+    """Train into `config.out`, which only the main process writes and holds locked while it runs."""
     dist = Distributed.from_env()
+    lock = output_lock(config.out, f"training run {config.out}") if dist.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(config, dist)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: TrainConfig, dist: Distributed) -> Path:
     device = dist.device(config.device)
     if device.type == "cpu":
         fix_mmap_threshold(config.mmap_threshold_kib)
@@ -43,7 +58,7 @@ def train(config: TrainConfig) -> Path:
     if per_epoch == 0:
         raise data.DataError(f"--batch_size {config.batch_size} is larger than the {len(examples)} examples")
     if config.batch_size % dist.world:
-        raise ValueError(f"--batch_size {config.batch_size} must divide evenly over {dist.world} processes")
+        raise TrainingError(f"--batch_size {config.batch_size} must divide evenly over {dist.world} processes")
     total_steps = config.max_steps or config.epochs * per_epoch
     resume_from = _resume_point(out, config)
 
@@ -131,19 +146,28 @@ def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
 
 
 def _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast) -> StepResult:
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step * 1009 + dist.rank)
-    losses, counts = [], []
-    for group in groups:
-        total, count = opsd_loss(model, teacher, group, tokenizer, config, generator, autocast)
-        losses.append(total)
-        counts.append(count)
-    global_tokens = dist.sum(sum(int(c) for c in counts))
-    for i, total in enumerate(losses):
-        with dist.no_sync(model, last=i == len(losses) - 1):
-            (total / max(global_tokens, 1) * dist.world).backward()
-    loss = _checked(dist.sum(sum(t.item() for t in losses)) / max(global_tokens, 1), step)
+    """Each micro-batch's rollouts, forward and backward run inside one no_sync block (the last one outside, so
+    its backward all-reduces everything), and its graph dies before the next. The number of completion
+    tokens is known only after all rollouts, so the summed loss is back-propagated and the gradients are
+    divided by the global token count at the end: the same gradient as normalizing first."""
+    total, count = 0.0, 0
+    for i, group in enumerate(groups):
+        with dist.no_sync(model, last=i == len(groups) - 1):
+            summed, tokens = opsd_loss(model, teacher, group, tokenizer, config, step, autocast)
+            (summed * dist.world).backward()  # DDP averages over processes: this makes it a global sum
+        total, count = total + summed.item(), count + tokens
+        del summed
+    global_tokens = dist.sum(count)
+    _scale_gradients(model, 1.0 / max(global_tokens, 1))
+    loss = _checked(dist.sum(total) / max(global_tokens, 1), step)
     grad_norm = _clip_and_step(model, optimizer, config)
     return StepResult(loss, grad_norm, global_tokens, data.padding_fraction(groups))
+
+
+def _scale_gradients(model, factor: float) -> None:
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(factor)
 
 
 def _checked(loss: float, step: int) -> float:
@@ -162,10 +186,10 @@ def _clip_and_step(model, optimizer, config) -> float:
 
 
 def _load_model(source, device):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)  # float32 master weights
-    return model, AutoTokenizer.from_pretrained(source)
+    return model, load_tokenizer(str(source))
 
 
 def _pad_id(tokenizer) -> int:

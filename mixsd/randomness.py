@@ -11,7 +11,7 @@ import hashlib
 import torch
 
 # Streams keep the three draws at one position independent of each other.
-COIN, EXPERT_DRAW, NAIVE_DRAW = 0, 1, 2
+COIN, EXPERT_DRAW, NAIVE_DRAW, ROLLOUT_DRAW = 0, 1, 2, 3  # ROLLOUT_DRAW: OPSD (train/opsd.py)
 
 _MASK64 = (1 << 64) - 1
 
