@@ -44,9 +44,10 @@ train: generate
 	$(PY) -m train --config $(CONFIG)
 
 # Numbers are printed, never asserted; record them in docs/benchmarks.md.
-bench-generate: install base
+bench-generate: install base corpus
 	$(PY) benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
 	$(PY) benchmarks/bench_generate.py --model $(BASE_DIR) --pairs 256 --tokens 32 --reference_pairs 32
+	$(PY) benchmarks/bench_eager.py --model $(BASE_DIR) --corpus $(CORPUS_DIR)/train.jsonl --runs 3
 
 # Our loop against the transformers Trainer on SFT targets of KGFact-small (same data, batch, precision).
 bench-train: base corpus

@@ -14,10 +14,12 @@ import time
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
 import fire  # noqa: E402
+import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from generate.pairs import PairJob  # noqa: E402
 from generate.prompts import chat_ids  # noqa: E402
+from mixsd.engine_memory import plan_kv_cache  # noqa: E402
 
 
 def make_jobs(tokenizer, pairs: int, tokens: int) -> list[PairJob]:
@@ -44,7 +46,7 @@ def plain_decode(engine, prompts: list[list[int]], tokens: int, logprobs: bool =
 
 
 def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "auto", reference_pairs: int = 32,
-         gpu_memory_utilization: float = 0.3) -> None:
+         kv_cache_gib: float | None = None, enforce_eager: bool = True) -> None:
     from generate.hf_engine import HFPairedEngine
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
@@ -55,8 +57,13 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
         dtype = "float32"
     tokenizer = AutoTokenizer.from_pretrained(model)
     jobs = make_jobs(tokenizer, pairs, tokens)
+    # Sized for every sequence in flight at once (both setups run 2N sequences), never from the machine's RAM.
+    lengths = [len(j.naive_ids) + tokens for j in jobs] + [len(j.expert_ids) + tokens for j in jobs]
+    plan = plan_kv_cache(model, dtype, lengths, 2 * pairs, kv_cache_gib, on_gpu=torch.cuda.is_available())
+    print(plan.describe())
     paired = VLLMPairedEngine(EngineSettings(model=model, dtype=dtype, max_model_len=1024, max_num_seqs=2 * pairs,
-                                             gpu_memory_utilization=gpu_memory_utilization, ignore_eos=True), [])
+                                             kv_cache_bytes=plan.bytes, enforce_eager=enforce_eager,
+                                             ignore_eos=True), [])
     prompts = [j.naive_ids for j in jobs] + [j.expert_ids for j in jobs]
     plain_decode(paired.engine, prompts[:8], 4)  # warm-up: compilation and first-step costs out of the timings
     paired.decode(jobs[:4])

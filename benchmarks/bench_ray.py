@@ -22,12 +22,12 @@ CORES = os.cpu_count() or 1
 
 
 def one_job(model: str, corpus: str, workers: int, shard_size: int, tokens: int, backend: str,
-            memory: float) -> dict:
+            kv_cache_gib: float) -> dict:
     """workers = 0: the local loop (no Ray). Returns wall time, tokens, and each worker's busy seconds."""
     out = tempfile.mkdtemp(prefix=f"bench-ray-{workers}-")
     command = [sys.executable, "-m", "generate", "--model", model, "--corpus", corpus, "--out", out,
                "--lam", "[0.3]", "--max_new_tokens", str(tokens), "--shard_size", str(shard_size),
-               "--backend", backend, "--gpu_memory_utilization", str(memory), "--max_model_len", "1024",
+               "--backend", backend, "--kv_cache_gib", str(kv_cache_gib), "--max_model_len", "1024",
                "--progress", "false"]
     if workers:  # the machine's cores shared out; Ray turns an actor's CPUs into its thread count
         command += ["--ray", "true", "--num_workers", str(workers), "--cpus_per_worker", str(CORES / workers)]
@@ -45,11 +45,11 @@ def one_job(model: str, corpus: str, workers: int, shard_size: int, tokens: int,
 
 
 def main(model: str = "models/smollm2-135m-instruct", corpus: str = "data/kgfact-small/train.jsonl",
-         shard_size: int = 15, tokens: int = 32, backend: str = "vllm", memory: float = 0.12) -> None:
+         shard_size: int = 15, tokens: int = 32, backend: str = "vllm", kv_cache_gib: float = 0.25) -> None:
     print(f"model {model}; corpus {corpus}; shard size {shard_size}; {tokens} new tokens; backend {backend}; "
           f"{CORES} cores")
     for workers in (0, 1, 2):
-        r = one_job(model, corpus, workers, shard_size, tokens, backend, memory)
+        r = one_job(model, corpus, workers, shard_size, tokens, backend, kv_cache_gib)
         label = f"ray, {workers} worker(s)" if workers else "local (no Ray)"
         busy = ", ".join(f"{s:.1f}" for _, s in sorted(r["busy_s"].items()))
         # A worker's busy time includes its engine start (engines start with the first shard).

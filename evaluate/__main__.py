@@ -7,7 +7,7 @@ runs with one engine, see `python -m evaluate.sweep`.
 from __future__ import annotations
 
 from evaluate.config import EvalConfig
-from evaluate.evaluator import EvalError, Evaluator
+from evaluate.evaluator import EvalError, Evaluator, check_model
 from evaluate.results import summary_line, write_result
 from mixsd import config as cfg
 from mixsd.cli import run_cli
@@ -19,6 +19,7 @@ def evaluate(config: str | None = None, **flags) -> None:
     if not settings.model:
         raise EvalError("--model is required (a checkpoint directory, a model directory or a hub id)")
     print(cfg.describe(settings))
+    check_model(settings.model)  # before the base model's side is computed, not after
     with output_lock(settings.out, f"evaluation {settings.out}"):
         evaluator = Evaluator(settings)
         metrics, records = evaluator.evaluate(settings.model)

@@ -79,7 +79,8 @@ def corpus_entities(corpus: str) -> set[str]:
 
 
 class Evaluator:
-    def __init__(self, config: EvalConfig):
+    def __init__(self, config: EvalConfig, models: int = 1):
+        """`models`: how many models this evaluator will score (a sweep's count), for `--enforce_eager auto`."""
         from transformers import AutoModelForCausalLM
 
         self.config = config
@@ -94,7 +95,7 @@ class Evaluator:
         self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
         self.backend_name = pick_backend(config.backend)
         self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
-                                    self._backend_settings())
+                                    self._backend_settings(models))
         self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
         self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
         self.base_replies = self._replies()
@@ -116,7 +117,7 @@ class Evaluator:
                   f"max_model_len {self.max_model_len}", flush=True)
         return items, kept, too_long
 
-    def _backend_settings(self) -> BackendSettings:
+    def _backend_settings(self, models: int) -> BackendSettings:
         config = self.config
         settings = BackendSettings(config.dtype, config.batch_size, self.max_model_len)
         if self.backend_name != "vllm":
@@ -125,7 +126,8 @@ class Evaluator:
         lengths += [len(chat_ids(self.tokenizer, p)) + config.drift_tokens for p in DRIFT_PROMPTS]
         plan = plan_kv_cache(config.base, config.dtype, lengths, config.max_num_seqs, config.kv_cache_gib,
                              on_gpu=torch.cuda.is_available())
-        eager = resolve_eager(config.enforce_eager, sum(lengths))
+        # Tokens to generate: the base model and every scored model answer every item.
+        eager = resolve_eager(config.enforce_eager, (models + 1) * len(self.prompts) * config.max_new_tokens)
         print(f"vLLM engine: {plan.describe()}; {'eager' if eager else 'compiled'} "
               f"(--enforce_eager {config.enforce_eager})", flush=True)
         settings.max_model_len, settings.max_num_seqs, settings.kv_cache_bytes = plan.max_len, plan.max_seqs, plan.bytes

@@ -42,7 +42,7 @@ def _sweep(runs: list[str], config: EvalConfig) -> list[Path]:
     print(f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings")
     if not todo:
         return [target for _, target in plan]
-    evaluator = Evaluator(config)
+    evaluator = Evaluator(config, models=len(todo))
     start = time.perf_counter()
     for done, (model, target) in enumerate(todo, start=1):
         metrics, records = evaluator.evaluate(model)

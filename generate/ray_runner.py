@@ -62,8 +62,10 @@ def run_with_ray(config: GenerateConfig) -> list[Path]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=config.ray_address or None, num_cpus=None if config.ray_address else local_cpus(config),
-                 log_to_driver=config.progress)
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=config.progress)
+        else:  # a local instance for this job only: no dashboard (it costs start time and CPU, and serves no one)
+            ray.init(num_cpus=local_cpus(config), include_dashboard=False, log_to_driver=config.progress)
     check_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], config, on_cluster=bool(config.ray_address))
     driver = Generator(config)
     lams = config.lam if config.method == "mixsd" else [None]

@@ -41,3 +41,17 @@ def cli_flags(config: dict) -> list[str]:
     for key, value in config.items():
         flags += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     return flags
+
+
+def run_main_in_process(command, args: list[str], capsys) -> tuple[int, str]:
+    """(exit status, stderr) of a stage's CLI command run in this process through `mixsd.cli.run_cli`, the
+    path every `python -m STAGE` takes, without an interpreter start per case."""
+    from mixsd.cli import run_cli
+
+    capsys.readouterr()
+    try:
+        run_cli(command, args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err

@@ -19,6 +19,7 @@ from evaluate.nll import target_nll
 from evaluate.probes import general_knowledge_items
 from generate.config import GenerateConfig
 from generate.runner import Generator
+from tests.generate_helpers import run_main_in_process
 from train.config import TrainConfig
 from train.trainer import train
 
@@ -136,7 +137,13 @@ def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_smal
     assert len((tmp_path / "e" / "answers.jsonl").read_text().splitlines()) > 0
 
 
-def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small, tmp_path):
+def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small, tmp_path, capsys):
+    from evaluate.__main__ import evaluate
+
+    def _cli(_module, *args):
+        code, err = run_main_in_process(evaluate, list(args), capsys)
+        return subprocess.CompletedProcess(args, code, "", err)
+
     base = ["--base", str(tiny_model_dir), "--backend", "hf"]
     not_a_model = tmp_path / "ckpt"
     not_a_model.mkdir()

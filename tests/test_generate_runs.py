@@ -15,6 +15,7 @@ import pytest
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from generate.shards import RunDirError, read_rows
+from tests.generate_helpers import run_main_in_process
 
 
 def small_corpus(kgfact_small, tmp_path, count=40) -> Path:
@@ -160,12 +161,13 @@ def test_too_long_prompts_are_skipped_with_reason(tiny_model_dir, kgfact_small, 
     (["--max_num_seqs", "33"], "--max_num_seqs must be even"),
     (["--model", "/no/such/model"], "--model '/no/such/model': not a model directory"),
 ])
-def test_bad_settings_are_named(tiny_model_dir, kgfact_small, tmp_path, flags, message):
+def test_bad_settings_are_named(tiny_model_dir, kgfact_small, tmp_path, flags, message, capsys):
+    from generate.__main__ import generate
+
     corpus = small_corpus(kgfact_small, tmp_path, count=2)
     args = ["--model", str(tiny_model_dir), "--corpus", str(corpus), "--out", str(tmp_path / "out"), *flags]
-    proc = cli(*args)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and message in err
+    code, err = run_main_in_process(generate, args, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -173,10 +175,12 @@ def test_bad_settings_are_named(tiny_model_dir, kgfact_small, tmp_path, flags, m
     ("", "empty corpus"),
     ('{"id": "a", "question": "Q"}\n', "line 1: field 'answer': missing required field"),
 ])
-def test_bad_corpus_is_named(tiny_model_dir, tmp_path, content, message):
+def test_bad_corpus_is_named(tiny_model_dir, tmp_path, content, message, capsys):
+    from generate.__main__ import generate
+
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(content)
-    proc = cli("--model", str(tiny_model_dir), "--corpus", str(corpus), "--out", str(tmp_path / "out"))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and message in err and str(corpus) in err
+    code, err = run_main_in_process(generate, ["--model", str(tiny_model_dir), "--corpus", str(corpus), "--out",
+                                               str(tmp_path / "out")], capsys)
+    assert code == 2 and message in err and str(corpus) in err
     assert not (tmp_path / "out").exists()

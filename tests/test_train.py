@@ -123,9 +123,9 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(la, lb)) and len(la) == len(lb) == 4
 
 
-def test_opsd_under_ddp_matches_one_process(tiny_model_dir, kgfact_small, tmp_path):
-    """OPSD with 2 processes (each micro-batch's rollouts, forward and backward inside no_sync) gives the
-    weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
+def test_opsd_under_ddp_and_fsdp_matches_one_process(tiny_model_dir, kgfact_small, tmp_path):
+    """OPSD with 2 processes, DDP or FSDP (each micro-batch's rollouts, forward and backward inside no_sync),
+    gives the weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
     corpus = tmp_path / "eight.jsonl"
     corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:8]))
     (shards,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"),
@@ -138,15 +138,16 @@ def test_opsd_under_ddp_matches_one_process(tiny_model_dir, kgfact_small, tmp_pa
     single = _train_cli(opsd(tmp_path / "one"))
     assert single.wait(timeout=300) == 0, single.stderr.read()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
-    double = subprocess.run(torchrun + opsd(tmp_path / "two"),
-                            capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr[-3000:]
-    a, b = weights(tmp_path / "one" / "step-000002"), weights(tmp_path / "two" / "step-000002")
-    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    a, la = weights(tmp_path / "one" / "step-000002"), metrics(tmp_path / "one")
     base = weights_of_model(tiny_model_dir)
     assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained
-    la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
-    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(la, lb)) and len(la) == len(lb) == 2
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp", "true"])):
+        double = subprocess.run(torchrun + opsd(tmp_path / name) + extra, capture_output=True, text=True, timeout=300)
+        assert double.returncode == 0, double.stderr[-3000:]
+        b = weights(tmp_path / name / "step-000002")
+        assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a), name
+        lb = metrics(tmp_path / name)
+        assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(la, lb)) and len(la) == len(lb) == 2, name
 
 
 def weights_of_model(model_dir) -> dict[str, torch.Tensor]:
