@@ -22,6 +22,7 @@ from generate.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
 from mixsd.models import load_tokenizer
+from mixsd.precision import model_dtype, resolve_dtype
 
 RETRIEVAL_INSTRUCTION = "Read the facts below and answer the question."
 
@@ -92,6 +93,7 @@ class Evaluator:
             self.items += load_benchmark(name, source, config.benchmark_limit)
         self.tokenizer = load_tokenizer(config.base, "--base")
         self.max_model_len = config.max_model_len or model_context_length(config.base)
+        self.dtype = resolve_dtype(config.dtype, model_dtype(config.base))  # auto: float32 where bf16 is slow
         self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
         self.backend_name = pick_backend(config.backend)
         self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
@@ -119,12 +121,12 @@ class Evaluator:
 
     def _backend_settings(self, models: int) -> BackendSettings:
         config = self.config
-        settings = BackendSettings(config.dtype, config.batch_size, self.max_model_len)
+        settings = BackendSettings(self.dtype, config.batch_size, self.max_model_len)
         if self.backend_name != "vllm":
             return settings
         lengths = [len(p) + config.max_new_tokens for p in self.prompts]
         lengths += [len(chat_ids(self.tokenizer, p)) + config.drift_tokens for p in DRIFT_PROMPTS]
-        plan = plan_kv_cache(config.base, config.dtype, lengths, config.max_num_seqs, config.kv_cache_gib,
+        plan = plan_kv_cache(config.base, self.dtype, lengths, config.max_num_seqs, config.kv_cache_gib,
                              on_gpu=torch.cuda.is_available())
         # Tokens to generate: the base model and every scored model answer every item.
         eager = resolve_eager(config.enforce_eager, (models + 1) * len(self.prompts) * config.max_new_tokens)
@@ -188,7 +190,7 @@ class Evaluator:
             "accuracy": accuracy, "held_out": held_out, "drift": drift_metrics, "skipped_too_long": self.too_long,
             "retention": retention | {"average": sum(retention.values()) / len(retention)},
             "fisher_movement": movement,
-            "backend": self.backend_name,
+            "backend": self.backend_name, "dtype": self.dtype,
         }
 
     def _record(self, r: Reply) -> dict:

@@ -116,7 +116,7 @@ def check_resources(nodes: list[dict], config: GenerateConfig, on_cluster: bool)
 def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config: GenerateConfig) -> None:
     remote_worker = ray.remote(ShardWorker).options(num_gpus=config.gpus_per_worker, num_cpus=config.cpus_per_worker,
                                                     max_concurrency=1)
-    worker_config = asdict(config)
+    worker_config = asdict(config) | {"dtype": driver.dtype}  # the precision the run's name says, on every worker
     workers = {k: remote_worker.remote(worker_config, k) for k in range(min(config.num_workers, len(queue)))}
     for k, actor in workers.items():
         print(f"ray: worker {k} is pid {ray.get(actor.pid.remote())}", flush=True)

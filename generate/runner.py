@@ -18,6 +18,7 @@ from mixsd.config import to_dict
 from mixsd.engine_memory import KVCachePlan, explain_memory_error, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.lock import OutputLock, output_lock
 from mixsd.models import load_tokenizer
+from mixsd.precision import model_dtype, resolve_dtype
 from mixsd.randomness import example_key
 from mixsd.versions import versions
 
@@ -79,6 +80,7 @@ class Generator:
         self.corpus_sha256 = file_sha256(config.corpus)
         self.model_id = model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or model_context_length(config.model)
+        self.dtype = resolve_dtype(config.dtype, model_dtype(config.model))  # auto: float32 where bf16 is slow
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
         self._engine = engine
         self._prepared: dict[int, list[Prepared]] = {}
@@ -107,6 +109,8 @@ class Generator:
     # ---- the steps of a run, shared with the Ray driver (generate/ray_runner.py) ----------------------------
     def open_run(self, lam: float | None) -> RunState:
         settings = self.config.output_settings(lam) | {"model": self.model_id, "corpus_sha256": self.corpus_sha256}
+        if "dtype" in settings:
+            settings["dtype"] = self.dtype  # what `auto` meant on this machine changes the rows
         digest = shards.settings_hash(settings)
         run_dir = Path(self.config.out) / shards.run_name(settings, digest)
         lock = output_lock(run_dir, f"run directory {run_dir}").acquire()
@@ -158,7 +162,7 @@ class Generator:
             "config": to_dict(self.config) | {"lam": lam}, "output_settings": settings, "config_hash": digest,
             "versions": versions(), "corpus": {"path": self.config.corpus, "sha256": self.corpus_sha256,
                                                "examples": len(self.examples)},
-            "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
+            "dtype": self.dtype, "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
             "max_model_len": self.max_model_len, "stop_token_ids": self.stop_ids,
             "shards": [], "skipped": [], "totals": {}, "complete": False,
         }
@@ -256,7 +260,7 @@ class Generator:
             if cfg.backend == "hf":
                 from generate.hf_engine import HFPairedEngine
 
-                self._engine = HFPairedEngine(cfg.model, self.stop_ids, dtype=cfg.dtype, batch_pairs=cfg.batch_pairs)
+                self._engine = HFPairedEngine(cfg.model, self.stop_ids, dtype=self.dtype, batch_pairs=cfg.batch_pairs)
             else:
                 self._engine = self._vllm_engine()
         return self._engine
@@ -272,7 +276,7 @@ class Generator:
               f"{cfg.enforce_eager})", flush=True)
         settings = EngineSettings(
             # As many whole pairs as the cache holds at full length: the scheduler never has to preempt one.
-            model=cfg.model, dtype=cfg.dtype, max_model_len=kv_plan.max_len,
+            model=cfg.model, dtype=self.dtype, max_model_len=kv_plan.max_len,
             max_num_seqs=max(2, kv_plan.max_seqs - kv_plan.max_seqs % 2),
             gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=kv_plan.bytes,
             num_gpu_blocks_override=cfg.num_gpu_blocks_override, tensor_parallel_size=cfg.tensor_parallel_size,
@@ -294,7 +298,7 @@ class Generator:
         tokens), unless --kv_cache_gib says otherwise."""
         lengths = [len(ids) + p.max_tokens for index in range(len(self.shard_examples))
                    for p in self._prepared_shard(index) if p.max_tokens > 0 for ids in (p.expert_ids, p.naive_ids)]
-        return plan_kv_cache(self.config.model, self.config.dtype, lengths, self.config.max_num_seqs,
+        return plan_kv_cache(self.config.model, self.dtype, lengths, self.config.max_num_seqs,
                              self.config.kv_cache_gib, on_gpu=_on_gpu())
 
 

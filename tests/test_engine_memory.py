@@ -58,3 +58,24 @@ def test_enforce_eager_choices():
     assert resolve_eager("auto", 1) is True  # a small job never pays for a compile
     with pytest.raises(ConfigError, match="--enforce_eager"):
         resolve_eager("sometimes", 1)
+
+
+def test_auto_dtype_is_float32_where_cpu_half_precision_is_slow(monkeypatch):
+    import torch
+
+    from mixsd import precision
+
+    assert precision.resolve_dtype("bfloat16", "bfloat16") == "bfloat16"  # an explicit choice is kept
+    assert precision.resolve_dtype("auto", "float32") == "auto"           # nothing to decide
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_half_precision_is_fast", lambda name: False)
+    assert precision.resolve_dtype("auto", "bfloat16") == "float32"
+    monkeypatch.setattr(precision, "cpu_half_precision_is_fast", lambda name: True)
+    assert precision.resolve_dtype("auto", "bfloat16") == "auto"
+
+
+def test_half_precision_speed_is_measured_not_guessed():
+    from mixsd.precision import _seconds_per_matmul, cpu_half_precision_is_fast
+
+    assert _seconds_per_matmul("float32") > 0
+    assert isinstance(cpu_half_precision_is_fast("bfloat16"), bool)
