@@ -60,7 +60,7 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
     # Sized for every sequence in flight at once (both setups run 2N sequences), never from the machine's RAM.
     lengths = [len(j.naive_ids) + tokens for j in jobs] + [len(j.expert_ids) + tokens for j in jobs]
     plan = plan_kv_cache(model, dtype, lengths, 2 * pairs, kv_cache_gib, on_gpu=torch.cuda.is_available())
-    print(plan.describe())
+    print(plan.why)
     paired = VLLMPairedEngine(EngineSettings(model=model, dtype=dtype, max_model_len=1024, max_num_seqs=2 * pairs,
                                              kv_cache_bytes=plan.bytes, enforce_eager=enforce_eager,
                                              ignore_eos=True), [])

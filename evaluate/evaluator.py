@@ -19,10 +19,10 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import EvalConfig
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
-from mixsd.engine_memory import model_context_length, plan_kv_cache, resolve_eager
+from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
-from mixsd.models import load_tokenizer
-from mixsd.precision import model_dtype, resolve_dtype
+from mixsd.models import declared_dtype, load_tokenizer
+from mixsd.precision import resolve_dtype
 
 RETRIEVAL_INSTRUCTION = "Read the facts below and answer the question."
 
@@ -93,7 +93,7 @@ class Evaluator:
             self.items += load_benchmark(name, source, config.benchmark_limit)
         self.tokenizer = load_tokenizer(config.base, "--base")
         self.max_model_len = config.max_model_len or model_context_length(config.base)
-        self.dtype = resolve_dtype(config.dtype, model_dtype(config.base))  # auto: float32 where bf16 is slow
+        self.dtype = resolve_dtype(config.dtype, declared_dtype(config.base))  # auto: float32 where bf16 is slow
         self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
         self.backend_name = pick_backend(config.backend)
         self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
@@ -130,8 +130,7 @@ class Evaluator:
                              on_gpu=torch.cuda.is_available())
         # Tokens to generate: the base model and every scored model answer every item.
         eager = resolve_eager(config.enforce_eager, (models + 1) * len(self.prompts) * config.max_new_tokens)
-        print(f"vLLM engine: {plan.describe()}; {'eager' if eager else 'compiled'} "
-              f"(--enforce_eager {config.enforce_eager})", flush=True)
+        print(engine_line(plan, eager, config.enforce_eager), flush=True)
         settings.max_model_len, settings.max_num_seqs, settings.kv_cache_bytes = plan.max_len, plan.max_seqs, plan.bytes
         settings.gpu_memory_utilization, settings.enforce_eager = config.gpu_memory_utilization, eager
         return settings

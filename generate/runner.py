@@ -15,10 +15,17 @@ from generate.sampling import sources
 from generate.verifier import is_correct
 from mixsd.checksums import file_sha256, model_fingerprint
 from mixsd.config import to_dict
-from mixsd.engine_memory import KVCachePlan, explain_memory_error, model_context_length, plan_kv_cache, resolve_eager
+from mixsd.engine_memory import (
+    KVCachePlan,
+    engine_line,
+    explain_memory_error,
+    model_context_length,
+    plan_kv_cache,
+    resolve_eager,
+)
 from mixsd.lock import OutputLock, output_lock
-from mixsd.models import load_tokenizer
-from mixsd.precision import model_dtype, resolve_dtype
+from mixsd.models import declared_dtype, load_tokenizer
+from mixsd.precision import resolve_dtype
 from mixsd.randomness import example_key
 from mixsd.versions import versions
 
@@ -80,7 +87,7 @@ class Generator:
         self.corpus_sha256 = file_sha256(config.corpus)
         self.model_id = model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or model_context_length(config.model)
-        self.dtype = resolve_dtype(config.dtype, model_dtype(config.model))  # auto: float32 where bf16 is slow
+        self.dtype = resolve_dtype(config.dtype, declared_dtype(config.model))  # auto: float32 where bf16 is slow
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
         self._engine = engine
         self._prepared: dict[int, list[Prepared]] = {}
@@ -272,8 +279,7 @@ class Generator:
         kv_plan = self.kv_cache_plan()
         runs = len(cfg.lam) if cfg.method == "mixsd" else 1
         eager = resolve_eager(cfg.enforce_eager, runs * (cfg.max_retries + 1) * len(self.examples) * cfg.max_new_tokens)
-        print(f"vLLM engine: {kv_plan.describe()}; {'eager' if eager else 'compiled'} (--enforce_eager "
-              f"{cfg.enforce_eager})", flush=True)
+        print(engine_line(kv_plan, eager, cfg.enforce_eager), flush=True)
         settings = EngineSettings(
             # As many whole pairs as the cache holds at full length: the scheduler never has to preempt one.
             model=cfg.model, dtype=self.dtype, max_model_len=kv_plan.max_len,

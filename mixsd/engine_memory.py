@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mixsd.config import ConfigError
 from mixsd.errors import UserError
+from mixsd.models import declared_dtype, text_config
 
 GIB = 1 << 30
 FLOOR_BYTES = 32 << 20   # enough for a few short sequences of a small model
@@ -34,34 +35,21 @@ class KVCachePlan:
     max_len: int        # the engine's max_model_len: the job's longest sequence
     why: str            # one line for the log and for error messages
 
-    def describe(self) -> str:
-        return self.why
-
 
 def bytes_per_token(model: str, dtype: str = "auto") -> int:
     """Key + value bytes one token takes over all layers of `model` (from its config; nothing is loaded)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(model)
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return 2 * text.num_hidden_layers * kv_heads * head_dim * _element_bytes(config, dtype)
-
-
-def _element_bytes(config, dtype: str) -> int:
-    name = dtype if dtype != "auto" else str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", ""))
-    return 4 if "float32" in name or name in ("float", "fp32") else 2
+    name = dtype if dtype != "auto" else (declared_dtype(model) or "")
+    element_bytes = 4 if "float32" in name or name in ("float", "fp32") else 2
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * element_bytes
 
 
 def model_context_length(model: str) -> int:
     """The longest sequence the model's config allows (2048 where it does not say)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(getattr(text, "max_position_embeddings", None) or 2048)
+    return int(getattr(text_config(model), "max_position_embeddings", None) or 2048)
 
 
 def _blocks(tokens: int) -> int:
@@ -113,9 +101,14 @@ def explain_memory_error(err: Exception, plan: KVCachePlan) -> EngineMemoryError
     text = str(err)
     if "kv cache" not in text.lower() and "kv_cache" not in text.lower():
         return None
-    return EngineMemoryError(f"the engine could not get its KV cache: {plan.describe()}. vLLM: {text.strip()} "
+    return EngineMemoryError(f"the engine could not get its KV cache: {plan.why}. vLLM: {text.strip()} "
                              "Set --kv_cache_gib lower (a smaller cache only admits fewer sequences at once) or "
                              "lower --max_num_seqs.")
+
+
+def engine_line(plan: KVCachePlan, eager: bool, choice: str) -> str:
+    """What an engine is about to start with, printed by every command that starts one."""
+    return f"vLLM engine: {plan.why}; {'eager' if eager else 'compiled'} (--enforce_eager {choice})"
 
 
 def resolve_eager(choice: str, generated_tokens: int) -> bool:

@@ -39,12 +39,3 @@ def _seconds_per_matmul(name: str, size: int = 256, repeats: int = 3) -> float:
     for _ in range(repeats):
         a @ b
     return (time.perf_counter() - start) / repeats
-
-
-def model_dtype(model: str) -> str | None:
-    """The dtype a model directory's or hub id's config declares (None if it says nothing)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model)
-    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    return str(value).replace("torch.", "") if value is not None else None

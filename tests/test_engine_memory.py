@@ -41,12 +41,12 @@ def test_default_is_sized_from_the_job_with_floor_and_ceiling(tiny_model_dir):
     assert big.bytes == min(CAP_BYTES, 256 * 8 * BLOCK_TOKENS * per_token)
     middle = plan_kv_cache(model, "float32", [1000] * 64, max_seqs=256, kv_cache_gib=None, on_gpu=False)
     assert middle.bytes == 64 * 8 * BLOCK_TOKENS * per_token and middle.max_seqs == 63  # one block is vLLM's own
-    assert "sized from the job" in middle.describe()
+    assert "sized from the job" in middle.why
 
 
 def test_explicit_size_and_gpus(tiny_model_dir):
     plan = plan_kv_cache(str(tiny_model_dir), "float32", [100], max_seqs=8, kv_cache_gib=0.5, on_gpu=False)
-    assert plan.bytes == GIB // 2 and "--kv_cache_gib" in plan.describe()
+    assert plan.bytes == GIB // 2 and "--kv_cache_gib" in plan.why
     gpu = plan_kv_cache(str(tiny_model_dir), "float32", [100], max_seqs=8, kv_cache_gib=None, on_gpu=True)
     assert gpu.bytes is None and gpu.max_seqs == 8  # vLLM measures the device itself
     with pytest.raises(ConfigError, match="--kv_cache_gib must be > 0"):
