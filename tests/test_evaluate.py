@@ -3,10 +3,7 @@ sweep and report over a real training run, and bad input."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +16,7 @@ from evaluate.nll import target_nll
 from evaluate.probes import general_knowledge_items
 from generate.config import GenerateConfig
 from generate.runner import Generator
+from tests import processes
 from tests.generate_helpers import run_main_in_process
 from train.config import TrainConfig
 from train.trainer import train
@@ -121,9 +119,8 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_small, 
     assert sum(sum(v.values()) for v in metrics["error_modes"].values()) == wrong
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd,
-                          env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+def _cli(module, *args):
+    return processes.run(module, list(args))
 
 
 def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_small, perturbed_dir, tmp_path):

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from generate.shards import RunDirError, read_rows
+from tests import processes
 from tests.generate_helpers import run_main_in_process
 
 
@@ -25,9 +22,8 @@ def small_corpus(kgfact_small, tmp_path, count=40) -> Path:
     return path
 
 
-def cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "generate", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+def cli(*args):
+    return processes.start("generate", list(args))
 
 
 def hf_args(model, corpus, out, *extra):
@@ -43,10 +39,10 @@ def shard_bytes(run_dir: Path) -> dict[str, bytes]:
 def test_killed_run_resumes_to_identical_shards(tiny_model_dir, kgfact_small, tmp_path):
     corpus = small_corpus(kgfact_small, tmp_path)
     whole = cli(*hf_args(tiny_model_dir, corpus, tmp_path / "whole"))
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert whole.wait(timeout=300) == 0, whole.stderr
     (reference,) = list((tmp_path / "whole").iterdir())
 
-    killed = cli(*hf_args(tiny_model_dir, corpus, tmp_path / "killed"), start_new_session=True)
+    killed = cli(*hf_args(tiny_model_dir, corpus, tmp_path / "killed"))
     deadline = time.time() + 240
     run_dir = None
     while time.time() < deadline:  # kill -9 once a few shards are written, mid-run
@@ -56,13 +52,12 @@ def test_killed_run_resumes_to_identical_shards(tiny_model_dir, kgfact_small, tm
             break
         time.sleep(0.05)
     assert run_dir is not None, "the run never wrote shards"
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    killed.kill_group()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert not manifest["complete"] and len(manifest["shards"]) < 10
 
     resumed = cli(*hf_args(tiny_model_dir, corpus, tmp_path / "killed"))
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert resumed.wait(timeout=300) == 0, resumed.stderr
     assert run_dir.name == reference.name
     assert shard_bytes(run_dir) == shard_bytes(reference)
     rows = read_rows(run_dir)
@@ -71,8 +66,7 @@ def test_killed_run_resumes_to_identical_shards(tiny_model_dir, kgfact_small, tm
 
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     again = cli(*hf_args(tiny_model_dir, corpus, tmp_path / "killed"))
-    out, _ = again.communicate(timeout=300)
-    assert again.returncode == 0 and "complete, nothing to do" in out
+    assert again.wait(timeout=300) == 0 and "complete, nothing to do" in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 

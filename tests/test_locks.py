@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mixsd.lock import LockError, output_lock
+from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,27 +58,34 @@ def _lock_file(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str]):
+    """`python ARGS` in its own session: a stage's module forked ready-imported (tests/processes.py), or a
+    `-c` script in a fresh interpreter."""
+    if args[0] == "-m":
+        return processes.start(args[1], args[2:])
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"PYTHONPATH": str(ROOT)}, start_new_session=True)
 
 
-def _wait_for(pattern_dir: Path, glob: str, process: subprocess.Popen, timeout: float = 120) -> Path:
+def _stderr(process) -> str:
+    return process.stderr if isinstance(process, processes.ModuleProcess) else process.communicate()[1]
+
+
+def _wait_for(pattern_dir: Path, glob: str, process, timeout: float = 120) -> Path:
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = list(pattern_dir.glob(glob)) if pattern_dir.exists() else []
         if found:
             return found[0]
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert process.poll() is None, _stderr(process)[-3000:]
         time.sleep(0.05)
     raise AssertionError(f"no {glob} under {pattern_dir} after {timeout} s")
 
 
-def _refused_while_first_runs(first: subprocess.Popen, second_args: list[str]) -> str:
+def _refused_while_first_runs(first, second_args: list[str]) -> str:
     """Run the second writer to its end while the first still holds the output; return its stderr."""
     try:
-        second = subprocess.run([sys.executable, *second_args], capture_output=True, text=True, timeout=300,
-                                env=os.environ | {"PYTHONPATH": str(ROOT)})
+        second = processes.run(second_args[1], second_args[2:], timeout=300)
         assert first.poll() is None, "the first writer ended before the second tried: the test proves nothing"
     finally:
         os.killpg(first.pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests import processes
 
 from generate.config import GenerateConfig
 from generate.runner import Generator
@@ -74,49 +75,52 @@ def test_accumulation_normalizes_by_target_tokens(tiny_model_dir, sft_run, tmp_p
     assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(la, lb))
 
 
-def _train_cli(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
-
-
 def _cli_args(model, shards, out, *extra):
     return ["--model", str(model), "--shards", str(shards), "--out", str(out), "--lr", "1e-3", "--batch_size", "8",
             "--micro_batch_size", "4", "--epochs", "2", "--dtype", "float32", "--progress", "false", *extra]
 
 
+def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _ranks_ok(ranks: list[subprocess.CompletedProcess]) -> None:
+    for done in ranks:
+        _ok(done)
+
+
 def test_killed_training_resumes_to_identical_weights(tiny_model_dir, sft_run, tmp_path):
-    whole = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "whole", "--save_every", "3"))
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "whole", "--save_every", "3")))
 
     out = tmp_path / "killed"
-    killed = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"), start_new_session=True)
+    killed = processes.start("train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"))
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "step-000009" / "trainer_state.pt").exists():
         time.sleep(0.02)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    killed.kill_group()
     assert not (out / "step-000022").exists(), "killed too late to test anything"
     assert len(metrics(out)) >= 9
 
-    refused = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"))
-    assert refused.wait(timeout=120) == 2 and "pass --resume" in refused.stderr.read()
-    resumed = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true"))
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    refused = processes.run("train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3"))
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true")))
     a, b = weights(tmp_path / "whole" / "step-000022"), weights(out / "step-000022")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in metrics(out)] == [r["loss"] for r in metrics(tmp_path / "whole")]
 
-    other = _train_cli(_cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true", "--lr", "2e-3"))
-    assert other.wait(timeout=120) == 2 and "trained with other settings (lr)" in other.stderr.read()
+    other = processes.run("train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true",
+                                             "--lr", "2e-3"))
+    assert other.returncode == 2 and "trained with other settings (lr)" in other.stderr
 
 
 def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
-    single = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "4"))
-    assert single.wait(timeout=300) == 0, single.stderr.read()
+    """The one test that goes through `torchrun` itself; the other multi-process tests fork their ranks with
+    the same environment (tests/processes.py), which saves an interpreter start and imports per rank."""
+    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "4")))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
-    double = subprocess.run(torchrun + _cli_args(tiny_model_dir, sft_run, tmp_path / "two", "--max_steps", "4"),
-                            capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr[-3000:]
+    _ok(subprocess.run(torchrun + _cli_args(tiny_model_dir, sft_run, tmp_path / "two", "--max_steps", "4"),
+                       capture_output=True, text=True, timeout=300))
     a, b = weights(tmp_path / "one" / "step-000004"), weights(tmp_path / "two" / "step-000004")
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
@@ -135,15 +139,12 @@ def test_opsd_under_ddp_and_fsdp_matches_one_process(tiny_model_dir, kgfact_smal
                 "--lr", "1e-3", "--max_steps", "2", "--batch_size", "4", "--micro_batch_size", "1", "--rollouts", "2",
                 "--rollout_max_new_tokens", "8", "--dtype", "float32", "--progress", "false"]
 
-    single = _train_cli(opsd(tmp_path / "one"))
-    assert single.wait(timeout=300) == 0, single.stderr.read()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
+    _ok(processes.run("train", opsd(tmp_path / "one")))
     a, la = weights(tmp_path / "one" / "step-000002"), metrics(tmp_path / "one")
     base = weights_of_model(tiny_model_dir)
     assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained
     for name, extra in (("ddp", []), ("fsdp", ["--fsdp", "true"])):
-        double = subprocess.run(torchrun + opsd(tmp_path / name) + extra, capture_output=True, text=True, timeout=300)
-        assert double.returncode == 0, double.stderr[-3000:]
+        _ranks_ok(processes.run_ranks("train", opsd(tmp_path / name) + extra))
         b = weights(tmp_path / name / "step-000002")
         assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a), name
         lb = metrics(tmp_path / name)
@@ -260,29 +261,32 @@ def test_shards_accept_glob_patterns(sft_run):
         expand([str(sft_run.parent / "mixsd-*")])
 
 
-def test_fsdp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
-    single = _train_cli(_cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "3"))
-    assert single.wait(timeout=300) == 0, single.stderr.read()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
-    args = _cli_args(tiny_model_dir, sft_run, tmp_path / "fsdp", "--max_steps", "3", "--fsdp", "true")
-    sharded = subprocess.run(torchrun + args, capture_output=True, text=True, timeout=300)
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
-    a, b = weights(tmp_path / "one" / "step-000003"), weights(tmp_path / "fsdp" / "step-000003")
+FSDP_STEPS = ("--max_steps", "4", "--save_every", "2", "--fsdp", "true")
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tiny_model_dir, sft_run, tmp_path_factory) -> Path:
+    """Four FSDP steps on two processes, checkpoints at steps 2 and 4 (shared by the two FSDP tests)."""
+    out = tmp_path_factory.mktemp("fsdp") / "out"
+    _ranks_ok(processes.run_ranks("train", _cli_args(tiny_model_dir, sft_run, out, *FSDP_STEPS)))
+    return out
+
+
+def test_fsdp_on_two_processes_matches_one(tiny_model_dir, sft_run, fsdp_run, tmp_path):
+    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "one", *FSDP_STEPS[:4])))
+    a, b = weights(tmp_path / "one" / "step-000004"), weights(fsdp_run / "step-000004")
     assert sorted(a) == sorted(b)
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
-    state = torch.load(tmp_path / "fsdp" / "step-000003" / "trainer_state.pt", weights_only=True)
+    state = torch.load(fsdp_run / "step-000004" / "trainer_state.pt", weights_only=True)
     assert state["optimizer"]["state"]  # the gathered, full optimizer state
 
 
-def test_fsdp_resume_reproduces_the_run(tiny_model_dir, sft_run, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
-    out = tmp_path / "fsdp"
-    args = _cli_args(tiny_model_dir, sft_run, out, "--max_steps", "4", "--save_every", "2", "--fsdp", "true")
-    assert subprocess.run(torchrun + args, capture_output=True, text=True, timeout=300).returncode == 0
+def test_fsdp_resume_reproduces_the_run(tiny_model_dir, sft_run, fsdp_run):
+    out = fsdp_run  # resumed in place: a run resumes only into its own directory, and ends as it was
     reference = weights(out / "step-000004")
     shutil.rmtree(out / "step-000004")  # as if the run had died after the step-2 checkpoint
-    resumed = subprocess.run(torchrun + args + ["--resume", "true"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    args = _cli_args(tiny_model_dir, sft_run, out, *FSDP_STEPS, "--resume", "true")
+    _ranks_ok(processes.run_ranks("train", args))
     again = weights(out / "step-000004")
     assert all(torch.allclose(reference[k], again[k], atol=1e-6, rtol=1e-5) for k in reference)
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
