@@ -21,7 +21,8 @@ from pathlib import Path
 
 # What the stages import (not the modules run as __main__: runpy warns when one is already imported).
 PRELOAD = ["torch", "transformers", "transformers.models.llama.modeling_llama", "pyarrow.parquet", "mixsd.cli",
-           "mixsd.config", "generate.runner", "train.trainer", "evaluate.evaluator", "evaluate.results"]
+           "mixsd.config", "generate.runner", "train.trainer", "evaluate.evaluator", "evaluate.results", "vllm",
+           "generate.vllm_engine", "evaluate.backends"]
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
@@ -29,7 +30,7 @@ _context.set_forkserver_preload(PRELOAD)
 
 def _run_module(module: str, args: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
     """The child: its own session (so a test can kill it with everything it started), its own output files,
-    then the module as `python -m` runs it."""
+    then the module as `python -m` runs it (or, for module "-c", the code in args[0] as `python -c`)."""
     import runpy
 
     os.setsid()
@@ -39,9 +40,12 @@ def _run_module(module: str, args: list[str], env: dict[str, str], stdout: str, 
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     code: int | str | None = 0
-    sys.argv = [module, *args]
+    sys.argv = ["-c", *args[1:]] if module == "-c" else [module, *args]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if module == "-c":
+            exec(compile(args[0], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exit_:
         code = exit_.code
     finally:
@@ -113,7 +117,7 @@ class ModuleProcess:
 
 def start(module: str, args: list[str], env: dict[str, str] | None = None,
           merge_output: bool = False) -> ModuleProcess:
-    """`python -m module args…` started in the background."""
+    """`python -m module args…` started in the background (module "-c": `python -c args[0] args[1:]…`)."""
     return ModuleProcess(module, args, env, merge_output)
 
 

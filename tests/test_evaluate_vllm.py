@@ -3,13 +3,11 @@ another checkpoint's weights. In a subprocess: this test session already holds v
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from tests import processes
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -47,9 +45,7 @@ def test_vllm_backend_matches_transformers_and_swaps_weights(tied, tmp_path):
         model.get_input_embeddings().weight.add_(0.3)  # for the tied model: a head that differs too
     model.save_pretrained(tmp_path / "second")
     AutoTokenizer.from_pretrained(first).save_pretrained(tmp_path / "second")
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(first), str(tmp_path / "second")],
-                          capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(root)}, timeout=600)
+    done = processes.run("-c", [SCRIPT, str(first), str(tmp_path / "second")])
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["first"] == got["hf_first"]

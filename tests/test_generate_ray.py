@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from generate.shards import read_manifest, read_rows
+from tests import processes
 from tests.generate_helpers import cli_flags
 
 pytest.importorskip("ray")
@@ -68,16 +70,28 @@ def _same_shards(ray_dir: Path, local_dir: Path) -> None:
     _same_rows(read_rows(ray_dir), read_rows(local_dir))
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "generate", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}, start_new_session=True)
+def _cli(args: list[str], cluster: Cluster | None = None) -> processes.ModuleProcess:
+    """`python -m generate ARGS`, joining `cluster` if given (else it starts its own local Ray instance)."""
+    if cluster is None:
+        return processes.start("generate", args, merge_output=True)
+    return processes.start("generate", args + ["--ray_address", cluster.address], cluster.env, merge_output=True)
 
 
-def _wait_for(process: subprocess.Popen, predicate, timeout: float = 300) -> list[str]:
+def _finish(process: processes.ModuleProcess, timeout: float = 600) -> str:
+    """Wait for the end; the whole output."""
+    try:
+        process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill_group()
+    return process.stdout
+
+
+def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300) -> list[str]:
     """Read the process's lines until `predicate(lines)` holds."""
     lines, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
+        line = process.readline(max(deadline - time.monotonic(), 0.1))
         if not line:
             break
         lines.append(line)
@@ -86,14 +100,16 @@ def _wait_for(process: subprocess.Popen, predicate, timeout: float = 300) -> lis
     raise AssertionError("condition not reached:\n" + "".join(lines[-40:]))
 
 
-def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_small, local_runs, tmp_path):
+def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path,
+                                                          monkeypatch):
     import ray
 
     from generate.ray_runner import run_with_ray
 
     config = GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3]), ray=True, num_workers=2)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address=cluster.address, log_to_driver=False)
         runs = run_with_ray(config)
         for ray_dir, local_dir in zip(runs, local_runs):
             _same_shards(ray_dir, local_dir)
@@ -111,37 +127,36 @@ def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_
         ray.shutdown()
 
 
-def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_small, local_small_shards, tmp_path):
+def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_small, local_small_shards, cluster,
+                                                         tmp_path):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    process = _cli(cli_flags(config) + ["--ray", "true", "--num_workers", "2"])
+    process = _cli(cli_flags(config) + ["--num_workers", "2"], cluster)
     try:
         lines = _wait_for(process, lambda ls: sum("is pid" in l for l in ls) == 2)
         victim = int(next(l for l in lines if "worker 1 is pid" in l).split()[-1])
         _wait_for(process, lambda ls: any("shard-" in l for l in ls))
         os.kill(victim, signal.SIGKILL)
-        rest = process.communicate(timeout=600)[0]
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        rest = _finish(process)
     assert process.returncode == 0, rest[-3000:]
     assert "worker 1 died during shard" in rest
     _same_shards(Path(tmp_path) / local_small_shards.name, local_small_shards)
 
 
-def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_small, local_small_shards, tmp_path):
+def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_small, local_small_shards, cluster,
+                                                      tmp_path):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    args = cli_flags(config) + ["--ray", "true", "--num_workers", "2"]
-    process = _cli(args)
+    args = cli_flags(config) + ["--num_workers", "2"]
+    process = _cli(args, cluster)
     try:
         _wait_for(process, lambda ls: sum("shard-" in l for l in ls) >= 3)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
-        process.wait()
+        process.kill_group()  # the driver: the cluster ends the actors it owned
     run_dir = Path(tmp_path) / local_small_shards.name
     partial = read_manifest(run_dir)
     assert not partial["complete"] and 3 <= len(partial["shards"]) < 23
-    again = _cli(args)
-    output = again.communicate(timeout=600)[0]
+    again = _cli(args, cluster)
+    output = _finish(again)
     assert again.returncode == 0, output[-3000:]
     manifest = read_manifest(run_dir)
     assert manifest["complete"] and set(manifest["reused"]["shards"]) >= {s["file"] for s in partial["shards"]}
@@ -149,7 +164,7 @@ def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_smal
 
 
 @pytest.mark.vllm
-def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, tmp_path):
+def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, cluster, tmp_path):
     """Each actor holds its own in-process vLLM engine with the paired processor; at temperature 0 in float32
     its targets equal the transformers reference backend's, run locally."""
     pytest.importorskip("vllm")
@@ -158,8 +173,8 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     process = _cli(cli_flags(common | {"out": str(tmp_path / "ray"), "backend": "vllm", "max_model_len": 256,
                                     "max_num_seqs": 32, "kv_cache_gib": 0.03,
                                     "enforce_eager": "true"})
-                   + ["--ray", "true", "--num_workers", "2"])
-    output = process.communicate(timeout=900)[0]
+                   + ["--num_workers", "2"], cluster)
+    output = _finish(process, timeout=900)
     assert process.returncode == 0, output[-3000:]
     (run_dir,) = (tmp_path / "ray").glob("mixsd-lam0.5-*")  # another name: the backend is part of the settings
     manifest = read_manifest(run_dir)
@@ -174,7 +189,7 @@ def test_one_worker_with_several_cpus_runs(tiny_model_dir, kgfact_small, local_r
     asking for two waited forever)."""
     process = _cli(cli_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
                    + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"])
-    output = process.communicate(timeout=600)[0]
+    output = _finish(process)
     assert process.returncode == 0, output[-3000:]
     _same_shards(tmp_path / local_runs[0].name, local_runs[0])
 
@@ -213,29 +228,34 @@ def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) 
     raise AssertionError(f"no Ray dashboard at {url} after {timeout} s")
 
 
-def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local_runs, tmp_path):
-    """`ray job submit -- python -m generate … --ray_address auto` against a started cluster (head node only):
-    the project is uploaded as the job's working directory, the driver joins the cluster, and the runs hold
-    the same rows as the local runs."""
+@dataclass(frozen=True)
+class Cluster:
+    address: str         # the GCS address drivers join with --ray_address
+    dashboard: str       # the job server's URL
+    env: dict[str, str]  # the environment its drivers and `ray` commands run with
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster (head node only, 2 CPUs) that the tests' drivers join, as jobs on a real cluster do:
+    starting a local instance per run would cost every test 5 s of Ray start and 3 s of shutdown.
+    (`test_one_worker_with_several_cpus_runs` keeps the CLI's own local instance.)"""
     bin_dir = Path(sys.executable).parent
     # The interpreter running the tests is the one the cluster's `python` must be (as on a real cluster,
     # where every node has the project installed). Auth off: a throwaway cluster on the loopback only.
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    url = f"http://127.0.0.1:{_free_port()}"
+    port, url = _free_port(), f"http://127.0.0.1:{_free_port()}"
     # `--block` keeps the head in the foreground: stopping it stops this cluster only (`ray stop` would stop
     # every Ray cluster of the user on this machine). Its own temp dir (short: it holds Unix sockets) keeps
-    # its address file away from later `ray.init()` calls, which would otherwise try to join it.
+    # its address file away from other `ray.init()` calls, which would otherwise try to join it.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2",
-                             "--disable-usage-stats", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+                             "--disable-usage-stats", "--port", str(port), "--dashboard-host", "127.0.0.1",
                              "--dashboard-port", url.rsplit(":", 1)[1], "--temp-dir", temp_dir],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         _wait_for_dashboard(url, head)
-        config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
-        submit = [str(bin_dir / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-                  "python", "-m", "generate", *cli_flags(config), "--ray_address", "auto", "--num_workers", "2"]
-        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+        yield Cluster(f"127.0.0.1:{port}", url, env)
     finally:
         head.send_signal(signal.SIGTERM)  # the head stops the processes it started
         try:
@@ -244,6 +264,17 @@ def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local
             with contextlib.suppress(ProcessLookupError):  # whatever it left behind
                 os.killpg(head.pid, signal.SIGKILL)
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path):
+    """`ray job submit -- python -m generate … --ray_address auto` against a started cluster: the project is
+    uploaded as the job's working directory, the driver joins the cluster, and the runs hold the same rows as
+    the local runs."""
+    config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
+              "--working-dir", str(ROOT), "--", "python", "-m", "generate", *cli_flags(config), "--ray_address", "auto",
+              "--num_workers", "2"]
+    done = subprocess.run(submit, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout + done.stderr
     for local_dir in local_runs:

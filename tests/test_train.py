@@ -307,7 +307,7 @@ def test_checkpoints_load_in_vllm(tiny_model_dir, sft_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     final = train(config(tiny_model_dir, [sft_run], tmp_path / "out", max_steps=2))
-    done = subprocess.run([sys.executable, "-c", VLLM_LOAD, str(final)], capture_output=True, text=True, timeout=600)
+    done = processes.run("-c", [VLLM_LOAD, str(final)])
     assert done.returncode == 0, done.stderr[-3000:]
     tokens = json.loads(done.stdout.split("TOKENS")[-1].strip())
     model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32)

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests import processes
 from tests.generate_helpers import chi2_critical, cli_flags, next_token_logprobs, simple_jobs
 
 pytest.importorskip("vllm")
@@ -172,10 +171,9 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
     (reference,) = Generator(GenerateConfig(out=str(tmp_path / "h"), backend="hf", **common)).run_all()
     # vLLM's CPU workers bind one OpenMP thread set per rank; "auto" wants one NUMA node per rank.
     env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}
-    done = subprocess.run([sys.executable, "-m", "generate", *cli_flags(common), f"--out={tmp_path / 'tp'}", "--backend=vllm",
-                           "--tensor_parallel_size=2", "--max_num_seqs=32", "--kv_cache_gib=0.03",
-                           "--enforce_eager=true"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = processes.run("generate", [*cli_flags(common), f"--out={tmp_path / 'tp'}", "--backend=vllm",
+                                      "--tensor_parallel_size=2", "--max_num_seqs=32", "--kv_cache_gib=0.03",
+                                      "--enforce_eager=true"], env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     (ours,) = (tmp_path / "tp").glob("mixsd-*")
     assert [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(ours)] == \
@@ -218,11 +216,9 @@ def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine
 
 
 def test_a_kv_cache_that_does_not_fit_is_one_clear_line(tiny_model_dir, kgfact_small, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "generate", "--model", str(tiny_model_dir), "--corpus",
-                           str(kgfact_small / "train.jsonl"), "--out", str(tmp_path / "out"), "--dtype", "float32",
-                           "--max_new_tokens", "8", "--kv_cache_gib", "4096", "--enforce_eager", "true",
-                           "--progress", "false"],
-                          capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    done = processes.run("generate", ["--model", str(tiny_model_dir), "--corpus", str(kgfact_small / "train.jsonl"),
+                                      "--out", str(tmp_path / "out"), "--dtype", "float32", "--max_new_tokens", "8",
+                                      "--kv_cache_gib", "4096", "--enforce_eager", "true", "--progress", "false"])
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = [l for l in done.stderr.splitlines() if l.startswith("error:")]
     assert "could not get its KV cache: KV cache 4096.000 GiB set by --kv_cache_gib" in line
