@@ -24,3 +24,15 @@ def kgfact_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("kgfact-small")
     write(KGFactConfig(out=str(out), size="small", seed=0))
     return out
+
+
+@pytest.fixture(scope="session")
+def kgfact_short(tmp_path_factory):
+    """KGFact-small with 3 distractors per retrieval question instead of 50: evaluation tests score every
+    split in a few seconds (a retrieval prompt is ~2,200 tokens with 50); the long split is tested on its own
+    (test_failure_modes.py)."""
+    from corpora.kgfact import KGFactConfig, write
+
+    out = tmp_path_factory.mktemp("kgfact-short")
+    write(KGFactConfig(out=str(out), size="small", seed=0, distractors=3))
+    return out

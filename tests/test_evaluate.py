@@ -101,8 +101,8 @@ def test_fisher_movement_matches_a_direct_sum(tiny_model_dir, perturbed_dir):
     assert moved["total"] == pytest.approx(direct, rel=1e-5)
 
 
-def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_small, perturbed_dir, tmp_path):
-    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_small),
+def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, perturbed_dir, tmp_path):
+    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short),
                                      out=str(tmp_path), **SMALL))
     metrics, records = evaluator.evaluate(str(tiny_model_dir))
     assert set(metrics["accuracy"]) == {"train", "paraphrase", "compositional", "retrieval"}
@@ -123,10 +123,10 @@ def _cli(module, *args):
     return processes.run(module, list(args))
 
 
-def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_small, perturbed_dir, tmp_path):
+def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_short, perturbed_dir, tmp_path):
     flags = [f"--{k}={v}" for k, v in SMALL.items()]
     done = _cli("evaluate", "--model", str(perturbed_dir), "--base", str(tiny_model_dir), "--corpus",
-                str(kgfact_small), "--out", str(tmp_path / "e"), *flags)
+                str(kgfact_short), "--out", str(tmp_path / "e"), *flags)
     assert done.returncode == 0, done.stderr
     document = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert document["config"]["base"] == str(tiny_model_dir) and "torch" in document["versions"]["packages"]
@@ -162,17 +162,17 @@ def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small,
         Evaluator(EvalConfig(base=str(tmp_path / "absent"), corpus=str(kgfact_small), **SMALL))
 
 
-def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_small, tmp_path):
+def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_short, tmp_path):
     from evaluate.report import report
     from evaluate.sweep import sweep
 
-    shards = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
+    shards = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_short / "train.jsonl"),
                                       out=str(tmp_path / "gen"), method="sft", progress=False)).run_all()
     run = tmp_path / "train" / "sft"
     train(TrainConfig(model=str(tiny_model_dir), shards=[str(s) for s in shards], out=str(run), method="sft", lr=1e-3,
                       batch_size=16, micro_batch_size=8, max_steps=4, save_every=2, keep_last=10, warmup_steps=0,
                       dtype="float32", progress=False))
-    config = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_small), out=str(tmp_path / "eval"), **SMALL)
+    config = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path / "eval"), **SMALL)
     targets = sweep([str(run)], config)
     assert [t.relative_to(tmp_path / "eval").as_posix() for t in targets] == ["base", "sft/step-000002", "sft/step-000004"]
     stamps = [(t / "metrics.json").stat().st_mtime_ns for t in targets]

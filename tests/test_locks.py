@@ -115,8 +115,8 @@ def test_two_trainers_on_one_out_directory(tiny_model_dir, sft_shards, tmp_path)
     assert "training run" in _refused_while_first_runs(first, args)
 
 
-def test_two_evaluations_and_two_sweeps_on_one_out(tiny_model_dir, kgfact_small, tmp_path):
-    common = ["--base", str(tiny_model_dir), "--corpus", str(kgfact_small), "--backend", "hf", "--dtype", "float32",
+def test_two_evaluations_and_two_sweeps_on_one_out(tiny_model_dir, kgfact_short, tmp_path):
+    common = ["--base", str(tiny_model_dir), "--corpus", str(kgfact_short), "--backend", "hf", "--dtype", "float32",
               "--progress", "false", "--max_new_tokens", "48"]
     single = ["-m", "evaluate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "eval"), *common]
     first = _start(single)
