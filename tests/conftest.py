@@ -12,6 +12,12 @@ os.environ.setdefault("MIXSD_CACHE", tempfile.mkdtemp(prefix="mixsd-test-cache-"
 from mixsd.debug_model import DebugModelConfig, write_debug_model
 
 
+def pytest_sessionstart(session):
+    from tests import processes
+
+    processes.warm_up()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return write_debug_model(tmp_path_factory.mktemp("tiny-model"), DebugModelConfig())

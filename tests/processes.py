@@ -28,6 +28,14 @@ _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 
 
+def warm_up() -> None:
+    """Start the server now, in the background: its imports overlap the first tests instead of the first
+    process that needs it waiting for them."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 def _run_module(module: str, args: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
     """The child: its own session (so a test can kill it with everything it started), its own output files,
     then the module as `python -m` runs it (or, for module "-c", the code in args[0] as `python -c`)."""
