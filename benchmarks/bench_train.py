@@ -56,8 +56,8 @@ def run_trainer(model: str, shards: str, steps: int, batch_size: int, micro_batc
     examples, _ = load_examples([shards])  # the same rows, checks and order as the train/ loop reads
     tokenizer = AutoTokenizer.from_pretrained(model)
     eos = tokenizer.eos_token_id
-    features = [{"input_ids": e.prompt_ids + e.target_ids + [eos],
-                 "labels": [IGNORE] * len(e.prompt_ids) + e.target_ids + [eos]} for e in examples]
+    features = [{"input_ids": e.prompt_ids + e.label_ids(eos),
+                 "labels": [IGNORE] * len(e.prompt_ids) + e.label_ids(eos)} for e in examples]
     step_times, step_tokens = [], []
 
     class Timer(TrainerCallback):

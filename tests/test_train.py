@@ -19,7 +19,7 @@ from tests import processes
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from train.config import TrainConfig
-from train.data import DataError
+from train.data import IGNORE, DataError
 from train.opsd import reverse_kl
 from train.trainer import TrainingError, train
 
@@ -321,3 +321,45 @@ def test_mmap_threshold_helper():
     assert fix_mmap_threshold(0) is False  # 0: leave the allocator alone
     if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
         assert fix_mmap_threshold(1024) is True
+
+
+def _example(key: str, correct: bool | None, ended: bool):
+    from train.data import TrainExample
+
+    return TrainExample(key, [1, 2], [1, 3, 2], [7, 8, 9], correct=correct, ended=ended)
+
+
+def test_only_verified_targets_are_trained_on_and_cut_targets_get_no_eos():
+    from train.data import collate, select
+
+    rows = [_example("a", True, True), _example("b", False, True), _example("c", True, False)]
+    used, counts = select(rows, include_unverified=False, method="mixsd")
+    assert [e.example_id for e in used] == ["a", "c"]
+    assert (counts.rows, counts.dropped_unverified, counts.used, counts.cut_at_length) == (3, 1, 2, 1)
+    assert len(select(rows, include_unverified=True, method="mixsd")[0]) == 3
+    assert len(select(rows, include_unverified=False, method="opsd")[0]) == 3  # OPSD never reads the targets
+    batch = collate(used, eos_id=0, pad_id=5)
+    assert batch["labels"][0].tolist() == [IGNORE, IGNORE, 7, 8, 9, 0]   # ended: EOS is a label
+    assert batch["labels"][1].tolist() == [IGNORE, IGNORE, 7, 8, 9, IGNORE]  # cut: no EOS, padding
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]
+    with pytest.raises(DataError, match="none of the 1 targets was verified"):
+        select([_example("b", False, True)], include_unverified=False, method="sft")
+    with pytest.raises(DataError, match="no `correct` column"):
+        select([_example("x", None, True)], include_unverified=False, method="sft")
+
+
+def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, tmp_path, capsys):
+    """The tiny random model answers nothing right: by default there is nothing to train on, and saying so
+    beats teaching 90 wrong answers; asked explicitly, it trains on them and records what it used."""
+    (run,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
+                                      out=str(tmp_path / "g"), lam=[0.5], max_new_tokens=6, backend="hf",
+                                      dtype="float32", progress=False)).run_all()
+    finish = pq.read_table(run / "shard-00000.parquet").column("finish_reason").to_pylist()
+    with pytest.raises(DataError, match="none of the 90 targets was verified"):
+        train(config(tiny_model_dir, [run], tmp_path / "refused", max_steps=1))
+    final = train(config(tiny_model_dir, [run], tmp_path / "all", max_steps=1, include_unverified=True))
+    saved = json.loads((tmp_path / "all" / "train_config.json").read_text())["data"]
+    assert saved["rows"] == saved["used"] == 90 and saved["dropped_unverified"] == 0
+    assert 0 < saved["cut_at_length"] and finish.count("length") <= saved["cut_at_length"]
+    assert "data: 90 of 90 rows used (0 with unverified targets dropped" in capsys.readouterr().out
+    assert final.name == "step-000001"

@@ -35,6 +35,7 @@ class TrainConfig:
     fsdp: bool = False              # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
     progress: bool = True
     mmap_threshold_kib: int = 1024  # CPU: fixed glibc mmap threshold against heap creep (train/memory.py); 0: off
+    include_unverified: bool = False  # SFT/MixSD: also train on targets the generator marked wrong
     # OPSD only
     rollouts: int = 8
     rollout_temperature: float = 1.0

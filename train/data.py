@@ -14,6 +14,7 @@ from mixsd.errors import UserError
 
 REQUIRED_COLUMNS = ("example_id", "prompt_ids", "expert_prompt_ids", "target_ids")
 IGNORE = -100
+CUT_AT_LENGTH = "length"  # finish_reason of a target that hit max_new_tokens (or the context) before EOS
 
 
 class DataError(UserError, ValueError):
@@ -25,10 +26,49 @@ class TrainExample:
     example_id: str
     prompt_ids: list[int]         # the naive prompt: the fact is not in context
     expert_prompt_ids: list[int]  # for OPSD's teacher
-    target_ids: list[int]         # without EOS; the loader appends it
+    target_ids: list[int]         # without EOS; `label_ids` appends it where the target really ended
+    correct: bool | None = None   # the generator's verdict on the target (None: shards without the column)
+    ended: bool = True            # False: cut at max_new_tokens, so no EOS is taught after it
+
+    def label_ids(self, eos_id: int) -> list[int]:
+        """What the model learns to write after the prompt. A target cut mid-sentence gets no EOS: teaching
+        the model to stop there would teach it to stop mid-sentence."""
+        return self.target_ids + [eos_id] if self.ended else list(self.target_ids)
 
     def __len__(self) -> int:
-        return len(self.prompt_ids) + len(self.target_ids) + 1
+        return len(self.prompt_ids) + len(self.target_ids) + int(self.ended)
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What the training set was made of, for the log and train_config.json."""
+    rows: int                # rows in the shards
+    dropped_unverified: int  # targets the generator marked wrong, left out (--include_unverified false)
+    used: int                # rows trained on
+    cut_at_length: int       # used rows whose target was cut at max_new_tokens: trained without EOS
+
+    def line(self) -> str:
+        return (f"data: {self.used} of {self.rows} rows used ({self.dropped_unverified} with unverified targets "
+                f"dropped; {self.cut_at_length} targets cut at max_new_tokens, trained without EOS)")
+
+
+def select(examples: list[TrainExample], include_unverified: bool, method: str) -> tuple[list[TrainExample],
+                                                                                         RowCounts]:
+    """The rows a method trains on. SFT and MixSD learn their targets, so by default only targets the
+    generator verified (`correct`): a wrong answer would be taught as the fact. OPSD samples its own
+    completions and ignores the targets, so it uses every row."""
+    keep = examples
+    if method != "opsd" and not include_unverified:
+        if any(e.correct is None for e in examples):
+            raise DataError("the shards have no `correct` column, so verified targets cannot be told apart; "
+                            "pass --include_unverified true to train on every row")
+        keep = [e for e in examples if e.correct]
+        if not keep:
+            raise DataError(f"none of the {len(examples)} targets was verified correct; generate with retries "
+                            "(--retries) or a lower λ, or pass --include_unverified true to train on them anyway")
+    counts = RowCounts(rows=len(examples), dropped_unverified=len(examples) - len(keep), used=len(keep),
+                       cut_at_length=sum(not e.ended for e in keep))
+    return keep, counts
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -88,7 +128,11 @@ def _read_shard(path: Path, sha256: str) -> list[TrainExample]:
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}")
     columns = {c: table.column(c).to_pylist() for c in REQUIRED_COLUMNS}
-    return [TrainExample(*values) for values in zip(*(columns[c] for c in REQUIRED_COLUMNS))]
+    rows = len(columns["example_id"])
+    correct = table.column("correct").to_pylist() if "correct" in table.column_names else [None] * rows
+    finish = table.column("finish_reason").to_pylist() if "finish_reason" in table.column_names else [None] * rows
+    return [TrainExample(*values, correct=ok, ended=reason != CUT_AT_LENGTH)
+            for *values, ok, reason in zip(*(columns[c] for c in REQUIRED_COLUMNS), correct, finish)]
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
@@ -115,9 +159,9 @@ def collate(examples: list[TrainExample], eos_id: int, pad_id: int) -> dict[str,
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, e in enumerate(examples):
-        sequence = e.prompt_ids + e.target_ids + [eos_id]
+        sequence = e.prompt_ids + e.label_ids(eos_id)
         ids[row, :len(sequence)] = torch.tensor(sequence)
-        labels[row, len(e.prompt_ids):len(sequence)] = torch.tensor(e.target_ids + [eos_id])
+        labels[row, len(e.prompt_ids):len(sequence)] = torch.tensor(e.label_ids(eos_id))
         mask[row, :len(sequence)] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 

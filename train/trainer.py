@@ -5,7 +5,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -54,6 +54,9 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
         fix_mmap_threshold(config.mmap_threshold_kib)
     out = Path(config.out)
     examples, manifests = data.load_examples(config.shards)
+    examples, counts = data.select(examples, config.include_unverified, config.method)
+    if dist.is_main:
+        print(counts.line(), flush=True)
     per_epoch = data.steps_per_epoch(len(examples), config.batch_size)
     if per_epoch == 0:
         raise data.DataError(f"--batch_size {config.batch_size} is larger than the {len(examples)} examples")
@@ -75,7 +78,7 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
         checkpoint.restore_rng(state)
         step = state["position"]["step"]
     if dist.is_main:
-        _write_run_info(out, config, manifests, len(examples), total_steps, dist.world)
+        _write_run_info(out, config, manifests, counts, total_steps, dist.world)
     metrics = _MetricsLog(out / "metrics.jsonl", keep_through=step, enabled=dist.is_main)
 
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (config.progress and dist.is_main))
@@ -231,11 +234,13 @@ def _resume_point(out: Path, config: TrainConfig) -> Path | None:
     return existing[-1]
 
 
-def _write_run_info(out: Path, config: TrainConfig, manifests: list[dict], examples: int, steps: int, world: int):
+def _write_run_info(out: Path, config: TrainConfig, manifests: list[dict], counts: data.RowCounts, steps: int,
+                    world: int):
     from mixsd.versions import versions
 
     write_json(out / "train_config.json", {
-        "config": to_dict(config), "versions": versions(), "examples": examples, "total_steps": steps,
+        "config": to_dict(config), "versions": versions(), "examples": counts.used, "data": asdict(counts),
+        "total_steps": steps,
         "world_size": world, "shards": [{"run": m.get("config_hash"), "lam": m.get("config", {}).get("lam"),
                                          "method": m.get("config", {}).get("method")} for m in manifests],
     })
