@@ -80,11 +80,45 @@ def test_drift_is_zero_against_itself_and_grows_with_perturbation(tiny_model_dir
     assert same["positions"] == 8
     moved = drift.measure(_model(perturbed_dir), reference)
     assert moved["kl_base_tuned"] > 1e-4
-    # Direct computation for the first prompt.
-    ids = torch.tensor([prompts[0] + continuations[0]])
-    p = torch.log_softmax(base(ids).logits[0, 3:6].float(), -1)
-    q = torch.log_softmax(_model(perturbed_dir)(ids).logits[0, 3:6].float(), -1)
-    assert float((p.exp() * (p - q)).sum(-1)[0]) >= 0
+    # Direct computation: each sequence on its own (no batching, no padding), KL(base || tuned) at every
+    # position that predicts a continuation token, averaged over all 8 positions.
+    tuned = _model(perturbed_dir)
+    kls, agree = [], []
+    with torch.no_grad():
+        for prompt, continuation in zip(prompts, continuations):
+            ids = torch.tensor([prompt + continuation])
+            where = slice(len(prompt) - 1, len(prompt) - 1 + len(continuation))
+            p = torch.log_softmax(base(ids).logits[0, where].double(), -1)
+            q = torch.log_softmax(tuned(ids).logits[0, where].double(), -1)
+            kls += (p.exp() * (p - q)).sum(-1).tolist()
+            agree += (p.argmax(-1) == q.argmax(-1)).tolist()
+    assert moved["positions"] == len(kls) == 8
+    assert moved["kl_base_tuned"] == pytest.approx(sum(kls) / len(kls), rel=1e-4)
+    assert moved["greedy_agreement"] == sum(agree) / len(agree)
+
+
+def test_fisher_is_the_mean_of_per_example_squared_gradients(tiny_model_dir):
+    """Against torch.func: the gradient of each example's summed answer log-likelihood, computed functionally
+    (no .backward, no accumulation), squared, then averaged over examples."""
+    from torch.func import functional_call, grad
+
+    model = _model(tiny_model_dir)
+    examples = [([1, 5, 9], [10, 11]), ([1, 7], [12]), ([1, 30, 31, 32], [40, 41, 42])]
+    got = fisher.diagonal_fisher(model, examples)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def answer_nll(weights, prompt, answer):
+        ids = torch.tensor([prompt + answer])
+        logprobs = torch.log_softmax(functional_call(model, weights, (ids,)).logits[0].float(), -1)
+        return -sum(logprobs[len(prompt) - 1 + t, token] for t, token in enumerate(answer))
+
+    squares = [{n: g ** 2 for n, g in grad(answer_nll)(params, p, a).items()} for p, a in examples]
+    for name in got:
+        expected = sum(s[name] for s in squares) / len(examples)
+        # float32 sums in another order: within 1e-5 of the tensor's scale (a skipped zero_grad or a squared
+        # batch mean would be off by whole factors)
+        assert torch.allclose(got[name], expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max())), name
+    assert sum(float(v.sum()) for v in got.values()) > 0
 
 
 def test_fisher_movement_matches_a_direct_sum(tiny_model_dir, perturbed_dir):
