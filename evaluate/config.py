@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from mixsd.config import ConfigError
 from mixsd.engine_memory import EAGER_CHOICES
 
-SPLITS = ("train", "paraphrase", "compositional", "retrieval")
+# Corpus splits by corpus: KGFact's and KGFunc's. Scored as knowledge (accuracy), except HELD_OUT_SPLITS.
+CORPUS_SPLITS = {"kgfact": ("train", "paraphrase", "compositional", "retrieval"),
+                 "kgfunc": ("train", "test", "compositional", "unseen")}
+SPLITS = tuple(dict.fromkeys(s for splits in CORPUS_SPLITS.values() for s in splits))
+# KGFunc's operations that were never trained: a capability probe (retention = tuned / base), the paper's
+# forgetting measure on that corpus, not knowledge the model was taught.
+HELD_OUT_SPLITS = ("unseen",)
 # Part of every result's fingerprint: a change to how models are scored re-scores them instead of reusing.
 EVALUATOR_VERSION = "mixsd-eval-2"
 
@@ -17,7 +23,7 @@ class EvalConfig:
     base: str = "models/smollm2-135m-instruct"  # the model it was tuned from: retention is relative to it
     corpus: str = "data/kgfact-small"
     out: str = "runs/evaluate"
-    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    splits: list[str] = field(default_factory=list)  # empty: every split the corpus has (see corpus_splits)
     split_limit: int = 0            # at most this many items per corpus split (0: all)
     benchmarks: str = ""            # "gsm8k=PATH,mmlu=PATH,…" (local files or hub ids)
     benchmark_limit: int = 0        # at most this many items per benchmark (0: all)

@@ -16,7 +16,7 @@ from corpora.schema import load_jsonl
 from evaluate import drift, fisher, scoring
 from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
-from evaluate.config import EvalConfig
+from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, SPLITS, EvalConfig
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -55,6 +55,23 @@ def check_model(path: str) -> None:
         raise EvalError(f"{path}/config.json: invalid JSON ({err.msg}, line {err.lineno})") from None
 
 
+def corpus_splits(corpus: str, asked: list[str]) -> list[str]:
+    """The splits to score: those asked for; else all of a KGFact or KGFunc corpus (named by the generator in
+    its stats.json, so a missing file is an error, not a smaller evaluation); else every known split file the
+    directory has (a converted corpus)."""
+    if asked:
+        return list(asked)
+    stats = Path(corpus) / "stats.json"
+    generator = json.loads(stats.read_text()).get("generator", "") if stats.is_file() else ""
+    kind = generator.split("-")[0]
+    if kind in CORPUS_SPLITS:
+        return list(CORPUS_SPLITS[kind])
+    present = [s for s in SPLITS if (Path(corpus) / f"{s}.jsonl").is_file()]
+    if not present:
+        raise EvalError(f"{corpus}: no corpus split files ({', '.join(f'{s}.jsonl' for s in SPLITS)})")
+    return present
+
+
 def corpus_items(corpus: str, splits: list[str], limit: int) -> list[Item]:
     items = []
     for split in splits:
@@ -87,7 +104,9 @@ class Evaluator:
         self.config = config
         check_model(config.base)
         self.entities = corpus_entities(config.corpus)
-        self.items = corpus_items(config.corpus, config.splits, config.split_limit)
+        self.splits = corpus_splits(config.corpus, config.splits)
+        self.knowledge_splits = [s for s in self.splits if s not in HELD_OUT_SPLITS]
+        self.items = corpus_items(config.corpus, self.splits, config.split_limit)
         self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
         for name, source in parse_spec(config.benchmarks).items():
             self.items += load_benchmark(name, source, config.benchmark_limit)
@@ -175,10 +194,10 @@ class Evaluator:
     def _metrics(self, replies: list[Reply], drift_metrics: dict, movement: dict | None) -> dict:
         by_task = _group(replies, self.kept_general)
         base_by_task = _group(self.base_replies, self.kept_general)
-        accuracy = {t: _mean(by_task[t]) for t in self.config.splits if t in by_task}
+        accuracy = {t: _mean(by_task[t]) for t in self.knowledge_splits if t in by_task}
         held_out = {}
         for task in by_task:
-            if task in self.config.splits:
+            if task in self.knowledge_splits:
                 continue
             score, base = _mean(by_task[task]), _mean(base_by_task[task])
             held_out[task] = {"score": score, "base_score": base, "n": len(by_task[task]),
@@ -195,7 +214,7 @@ class Evaluator:
     def _record(self, r: Reply) -> dict:
         """One item's outcome; a wrong held-out answer (probes, benchmarks) also gets its error mode."""
         record = {"id": r.item.id, "task": r.item.task, "reply": r.text, "correct": r.correct}
-        if r.item.task not in self.config.splits and not r.correct and _counted(r.item, self.kept_general):
+        if r.item.task not in self.knowledge_splits and not r.correct and _counted(r.item, self.kept_general):
             record["error_mode"] = scoring.error_mode(r.text, r.item.prompt, r.item.answers, r.item.rule,
                                                       self.entities)
         return record

@@ -24,7 +24,7 @@ from mixsd.errors import UserError
 from mixsd.versions import versions
 from train.checkpoint import checkpoints
 
-PROBE_COLUMNS = ("in_context", "arithmetic", "general_knowledge", "drift")
+PROBE_COLUMNS = ("in_context", "arithmetic", "general_knowledge", "unseen", "drift")
 
 
 @dataclass
@@ -87,7 +87,8 @@ def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -
     retention = metrics["retention"]
     movement = metrics.get("fisher_movement")
     return {"method": label, "lambda": lam, "step": step, **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
-            **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS}, "ret_average": retention["average"],
+            **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS if k in retention or k in metrics["held_out"]},
+            "ret_average": retention["average"],
             "kl": metrics["drift"]["kl_base_tuned"], "target_nll": sum(nll) / len(nll) if nll else None,
             "fisher": movement["total"] if movement else None}
 
@@ -102,11 +103,14 @@ def _cell(value) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     columns = [("method", "method"), ("lambda", "λ"), ("step", "step"), ("acc_train", "train acc"),
-               ("acc_paraphrase", "paraphrase"), ("acc_compositional", "2-hop"), ("acc_retrieval", "retrieval"),
+               ("acc_paraphrase", "paraphrase"), ("acc_test", "test (held-out inputs)"),
+               ("acc_compositional", "2-hop / chains"), ("acc_retrieval", "retrieval"),
                ("ret_in_context", "ret. in-context"), ("ret_arithmetic", "ret. arithmetic"),
-               ("ret_general_knowledge", "ret. general kn."), ("ret_drift", "greedy agreement"),
-               ("ret_average", "avg retention"), ("kl", "KL(base‖tuned)"), ("target_nll", "mean target NLL"),
-               ("fisher", "Fisher movement")]
+               ("ret_general_knowledge", "ret. general kn."), ("ret_unseen", "ret. unseen operations"),
+               ("ret_drift", "greedy agreement"), ("ret_average", "avg retention"), ("kl", "KL(base‖tuned)"),
+               ("target_nll", "mean target NLL"), ("fisher", "Fisher movement")]
+    # A corpus has either KGFact's splits or KGFunc's: columns no row has are left out.
+    columns = [(key, title) for key, title in columns if key == "method" or any(key in row for row in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")

@@ -183,7 +183,8 @@ def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small,
     assert done.returncode == 2 and f"{not_a_model}: not a model directory" in done.stderr
     partial = tmp_path / "corpus"
     partial.mkdir()
-    (partial / "train.jsonl").write_text((kgfact_small / "train.jsonl").read_text())
+    for name in ("train.jsonl", "stats.json"):  # stats.json: a KGFact corpus, so every split is expected
+        (partial / name).write_text((kgfact_small / name).read_text())
     done = _cli("evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(partial), "--out", str(tmp_path / "o2"))
     assert done.returncode == 2 and f"{partial / 'paraphrase.jsonl'}: corpus split 'paraphrase' is missing" in done.stderr
     bad = tmp_path / "gsm8k.jsonl"
@@ -219,3 +220,26 @@ def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_short, tmp_
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert [r["step"] for r in results["checkpoints"]] == [2, 4]
     assert results["final"][1]["target_nll"] > 0 and results["final"][0]["ret_average"] == 1.0
+
+
+def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tiny_model_dir, tmp_path):
+    """A KGFunc directory needs no --splits: train, test and chains are scored as taught knowledge, the
+    never-trained operations (`unseen`) as a capability probe relative to the base model."""
+    from corpora.kgfunc import KGFuncConfig, write
+    from evaluate.report import markdown_table, row_of
+
+    corpus = tmp_path / "kgfunc"
+    write(KGFuncConfig(out=str(corpus), train_per_op=1, test_per_op=1, compositional=2, unseen_per_op=1, shots=2))
+    settings = SMALL | {"split_limit": 0, "fisher_examples": 0}
+    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "e"),
+                                     **settings))
+    assert evaluator.splits == ["train", "test", "compositional", "unseen"]
+    metrics, records = evaluator.evaluate(str(tiny_model_dir))
+    assert set(metrics["accuracy"]) == {"train", "test", "compositional"}
+    unseen = metrics["held_out"]["unseen"]
+    assert unseen["n"] == sum(r["task"] == "unseen" for r in records) > 0
+    assert unseen["score"] == unseen["base_score"]  # the base model against itself
+    table = markdown_table([row_of("base model", None, 0, metrics, None)])
+    assert "test (held-out inputs)" in table and "ret. unseen operations" in table and "paraphrase" not in table
+    with pytest.raises(EvalError, match="no corpus split files"):
+        Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(tmp_path / "empty"), **settings))
