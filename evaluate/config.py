@@ -13,8 +13,11 @@ SPLITS = tuple(dict.fromkeys(s for splits in CORPUS_SPLITS.values() for s in spl
 # KGFunc's operations that were never trained: a capability probe (retention = tuned / base), the paper's
 # forgetting measure on that corpus, not knowledge the model was taught.
 HELD_OUT_SPLITS = ("unseen",)
+# Probes in the training data's own format (questions about facts given in context): reported on their own
+# line, not in the headline retention average, which is held-out capability only.
+IN_DISTRIBUTION_PROBES = ("in_context",)
 # Part of every result's fingerprint: a change to how models are scored re-scores them instead of reusing.
-EVALUATOR_VERSION = "mixsd-eval-2"
+EVALUATOR_VERSION = "mixsd-eval-3"  # 3: intervals; the retention average leaves the in-distribution probe out
 
 
 @dataclass

@@ -32,13 +32,13 @@ def reference(base_model, prompts: list[list[int]], continuations: list[list[int
 @torch.no_grad()
 def measure(model, ref: DriftReference) -> dict[str, float]:
     tuned = _on_cpu(continuation_logprobs(model, ref.sequences, ref.prompt_lengths))
-    kls, agree, positions = 0.0, 0, 0
+    kls, per_prompt = 0.0, []
     for base, mine in zip(ref.base_logprobs, tuned):
         kls += float((base.exp() * (base - mine)).sum())
-        agree += int((base.argmax(-1) == mine.argmax(-1)).sum())
-        positions += base.shape[0]
+        per_prompt.append([int((base.argmax(-1) == mine.argmax(-1)).sum()), base.shape[0]])
+    agree, positions = sum(a for a, _ in per_prompt), sum(n for _, n in per_prompt)
     return {"kl_base_tuned": kls / max(positions, 1), "greedy_agreement": agree / max(positions, 1),
-            "positions": positions}
+            "positions": positions, "per_prompt": per_prompt}  # per prompt: [agreeing positions, positions]
 
 
 def _on_cpu(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

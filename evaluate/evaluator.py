@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from corpora.schema import load_jsonl
-from evaluate import drift, fisher, scoring
+from evaluate import drift, fisher, intervals, scoring
 from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
-from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, SPLITS, EvalConfig
+from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -195,18 +195,30 @@ class Evaluator:
         by_task = _group(replies, self.kept_general)
         base_by_task = _group(self.base_replies, self.kept_general)
         accuracy = {t: _mean(by_task[t]) for t in self.knowledge_splits if t in by_task}
+        accuracy_detail = {t: {"correct": sum(by_task[t]), "n": len(by_task[t]),
+                               "interval": intervals.wilson(sum(by_task[t]), len(by_task[t]))} for t in accuracy}
+        probes = {t: (by_task[t], base_by_task[t]) for t in by_task if t not in self.knowledge_splits}
+        # The headline average: held-out capability only. An in-distribution probe (the training question
+        # format) says how the taught format generalizes, not what was kept, so it is reported on its own.
+        averaged = [t for t in probes if t not in IN_DISTRIBUTION_PROBES] + ["drift"]
+        spread = intervals.retention_intervals(probes, drift_metrics.get("per_prompt", []), averaged)
         held_out = {}
-        for task in by_task:
-            if task in self.knowledge_splits:
-                continue
-            score, base = _mean(by_task[task]), _mean(base_by_task[task])
-            held_out[task] = {"score": score, "base_score": base, "n": len(by_task[task]),
-                              "retention": score / base if base else None}
+        for task, (tuned, base) in probes.items():
+            score, base_score = _mean(tuned), _mean(base)
+            held_out[task] = {"score": score, "base_score": base_score, "n": len(tuned),
+                              "interval": intervals.wilson(sum(tuned), len(tuned)),
+                              "base_interval": intervals.wilson(sum(base), len(base)),
+                              "retention": score / base_score if base_score else None,
+                              "retention_interval": spread[task], "in_distribution": task in IN_DISTRIBUTION_PROBES}
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
+        counted = [retention[t] for t in averaged if t in retention]
         return {
-            "accuracy": accuracy, "held_out": held_out, "drift": drift_metrics, "skipped_too_long": self.too_long,
-            "retention": retention | {"average": sum(retention.values()) / len(retention)},
+            "accuracy": accuracy, "accuracy_detail": accuracy_detail, "held_out": held_out, "drift": drift_metrics,
+            "skipped_too_long": self.too_long,
+            "retention": retention | {"average": sum(counted) / len(counted)},
+            "retention_average": {"probes": [t for t in averaged if t in retention], "interval": spread["average"],
+                                  "drift_interval": spread["drift"]},
             "fisher_movement": movement,
             "backend": self.backend_name, "dtype": self.dtype,
         }

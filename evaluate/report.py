@@ -89,6 +89,8 @@ def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -
     return {"method": label, "lambda": lam, "step": step, **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
             **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS if k in retention or k in metrics["held_out"]},
             "ret_average": retention["average"],
+            "acc_train_ci": metrics.get("accuracy_detail", {}).get("train", {}).get("interval"),
+            "ret_average_ci": metrics.get("retention_average", {}).get("interval"),
             "kl": metrics["drift"]["kl_base_tuned"], "target_nll": sum(nll) / len(nll) if nll else None,
             "fisher": movement["total"] if movement else None}
 
@@ -96,6 +98,8 @@ def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -
 def _cell(value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, list):  # an interval
+        return "[" + ", ".join(f"{v:.2f}" for v in value) + "]"
     if not isinstance(value, float):
         return str(value)
     return f"{value:.3g}" if value and not 0.01 <= abs(value) < 1000 else f"{value:.3f}"
@@ -103,11 +107,13 @@ def _cell(value) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     columns = [("method", "method"), ("lambda", "λ"), ("step", "step"), ("acc_train", "train acc"),
+               ("acc_train_ci", "train acc 95% CI"),
                ("acc_paraphrase", "paraphrase"), ("acc_test", "test (held-out inputs)"),
                ("acc_compositional", "2-hop / chains"), ("acc_retrieval", "retrieval"),
-               ("ret_in_context", "ret. in-context"), ("ret_arithmetic", "ret. arithmetic"),
+               ("ret_in_context", "ret. in-context (in-distribution, not averaged)"), ("ret_arithmetic", "ret. arithmetic"),
                ("ret_general_knowledge", "ret. general kn."), ("ret_unseen", "ret. unseen operations"),
-               ("ret_drift", "greedy agreement"), ("ret_average", "avg retention"), ("kl", "KL(base‖tuned)"),
+               ("ret_drift", "greedy agreement"), ("ret_average", "avg retention (held-out)"),
+               ("ret_average_ci", "avg retention 95% CI"), ("kl", "KL(base‖tuned)"),
                ("target_nll", "mean target NLL"), ("fisher", "Fisher movement")]
     # A corpus has either KGFact's splits or KGFunc's: columns no row has are left out.
     columns = [(key, title) for key, title in columns if key == "method" or any(key in row for row in rows)]

@@ -144,6 +144,13 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
     assert metrics["fisher_movement"]["total"] == 0.0
     assert all(v["score"] == v["base_score"] for v in metrics["held_out"].values())
     assert metrics["retention"]["drift"] == 1.0
+    # The headline average is held-out capability: the in-distribution probe has its own line, and every
+    # probe and split carries its n and a 95% interval.
+    assert "in_context" not in metrics["retention_average"]["probes"] and "drift" in metrics["retention_average"]["probes"]
+    assert metrics["held_out"]["in_context"]["in_distribution"] is True
+    for task, entry in metrics["held_out"].items():
+        assert entry["n"] > 0 and entry["interval"][0] <= entry["score"] <= entry["interval"][1], task
+    assert all(d["n"] == 6 and len(d["interval"]) == 2 for d in metrics["accuracy_detail"].values())
     assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
     assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items())
     tuned, _ = evaluator.evaluate(str(perturbed_dir))
@@ -243,3 +250,24 @@ def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tin
     assert "test (held-out inputs)" in table and "ret. unseen operations" in table and "paraphrase" not in table
     with pytest.raises(EvalError, match="no corpus split files"):
         Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(tmp_path / "empty"), **settings))
+
+
+def test_intervals_wilson_and_paired_bootstrap():
+    from evaluate.intervals import retention_intervals, wilson
+
+    assert wilson(7, 45) == pytest.approx([0.0775, 0.2878], abs=1e-4)  # textbook Wilson 95% for 7/45
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and wilson(0, 0) is None
+    base = [True] * 80 + [False] * 20
+    tuned = [True] * 60 + [False] * 40      # retention 60/80 = 0.75, on the same items
+    same = retention_intervals({"probe": (base, base)}, [], ["probe"])
+    assert same["probe"] == [1.0, 1.0]       # paired: identical answers never move the ratio
+    spread = retention_intervals({"probe": (tuned, base), "in_context": (base, base)}, [[16, 32]] * 4,
+                                 ["probe", "drift"])
+    low, high = spread["probe"]
+    assert low < 0.75 < high and high - low < 0.25
+    assert spread["drift"] == [0.5, 0.5]
+    a_low, a_high = spread["average"]         # mean of probe and drift: (0.75 + 0.5) / 2 at the centre
+    assert a_low < 0.625 < a_high
+    assert retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0) == \
+        retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0)
+    assert retention_intervals({"zero": ([False] * 5, [False] * 5)}, [], ["zero"])["zero"] is None
