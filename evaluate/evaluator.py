@@ -17,7 +17,7 @@ from evaluate import drift, fisher, intervals, scoring
 from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
-from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
+from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
@@ -167,7 +167,8 @@ class Evaluator:
         return drift.reference(self.base_model, prompts, continuations)
 
     def _fisher(self) -> dict[str, torch.Tensor]:
-        probes = [i for i in self.items if i.task in PROBE_TASKS][:self.config.fisher_examples]
+        capability = [i for i in self.items if i.task not in self.knowledge_splits and i.task not in IN_DISTRIBUTION_PROBES]
+        probes = stratified(capability, self.config.fisher_examples)
         examples = [(chat_ids(self.tokenizer, i.prompt),
                      self.tokenizer(f"The answer is {i.answers[0]}.", add_special_tokens=False)["input_ids"])
                     for i in probes]
@@ -243,6 +244,19 @@ def _error_modes(records: list[dict]) -> dict[str, dict[str, int]]:
 def _counted(item: Item, kept_general: set[str]) -> bool:
     """General-knowledge questions count only where the base model answers them correctly."""
     return item.task != "general_knowledge" or item.id in kept_general
+
+
+def stratified(items: list[Item], count: int) -> list[Item]:
+    """`count` items taken in turn from each task (first-seen task order, each task's own order), so every
+    capability probe weighs equally in the Fisher diagonal, whatever its size."""
+    by_task: dict[str, list[Item]] = {}
+    for item in items:
+        by_task.setdefault(item.task, []).append(item)
+    queues = list(by_task.values())
+    picked: list[Item] = []
+    for rank in range(max(map(len, queues), default=0)):
+        picked += [queue[rank] for queue in queues if rank < len(queue)]
+    return picked[:count]
 
 
 def _group(replies: list[Reply], kept_general: set[str]) -> dict[str, list[bool]]:

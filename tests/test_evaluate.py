@@ -271,3 +271,15 @@ def test_intervals_wilson_and_paired_bootstrap():
     assert retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0) == \
         retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0)
     assert retention_intervals({"zero": ([False] * 5, [False] * 5)}, [], ["zero"])["zero"] is None
+
+
+def test_fisher_items_take_each_capability_probe_in_turn():
+    from evaluate.evaluator import stratified
+    from evaluate.probes import Item
+
+    items = [Item(f"a{i}", "arithmetic", "q", ("1",), "auto") for i in range(40)]
+    items += [Item(f"g{i}", "general_knowledge", "q", ("x",), "auto") for i in range(3)]
+    items += [Item(f"u{i}", "unseen", "q", ("2",), "auto") for i in range(10)]
+    picked = [i.id for i in stratified(items, 12)]
+    assert picked == ["a0", "g0", "u0", "a1", "g1", "u1", "a2", "g2", "u2", "a3", "u3", "a4"]
+    assert len(stratified(items, 100)) == 53
