@@ -61,8 +61,20 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     return Run(directory, label, method, lam, config["shards"], results)
 
 
-def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, list[float]]:
-    """Per-token target NLL under the base model for each run with fixed targets (not OPSD)."""
+@dataclass
+class TargetNLL:
+    """Per-token target NLL under the base model: over the verified targets (what training uses by default)
+    and over all targets, wrong ones included."""
+    verified: list[float]
+    all: list[float]
+
+    @staticmethod
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+
+def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, TargetNLL]:
+    """Target NLL for each run with fixed targets (not OPSD), cached by the base model and shard checksums."""
     from transformers import AutoModelForCausalLM
 
     from train.data import load_examples
@@ -74,16 +86,19 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, list[
             continue
         examples, manifests = load_examples(run.shards)
         key = json.dumps([model_fingerprint(base)] + sorted(s["sha256"] for m in manifests for s in m.get("shards", [])))
-        if cache.get(run.label, {}).get("key") != key:
+        if cache.get(run.label, {}).get("key") != key or "rows" not in cache[run.label]:
             model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-            values = target_nll(model, [(e.prompt_ids, e.target_ids) for e in examples])
-            cache[run.label] = {"key": key, "nll": [v for row in values for v in row]}
-        found[run.label] = cache[run.label]["nll"]
+            rows = target_nll(model, [(e.prompt_ids, e.target_ids) for e in examples])
+            cache[run.label] = {"key": key, "rows": rows, "correct": [e.correct for e in examples]}
+        entry = cache[run.label]
+        found[run.label] = TargetNLL(
+            verified=[v for row, ok in zip(entry["rows"], entry["correct"]) if ok for v in row],
+            all=[v for row in entry["rows"] for v in row])
     write_json(cache_path, cache)
     return found
 
 
-def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -> dict:
+def row_of(label: str, lam, step: int, metrics: dict, nll: TargetNLL | None) -> dict:
     retention = metrics["retention"]
     movement = metrics.get("fisher_movement")
     return {"method": label, "lambda": lam, "step": step, **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
@@ -91,7 +106,8 @@ def row_of(label: str, lam, step: int, metrics: dict, nll: list[float] | None) -
             "ret_average": retention["average"],
             "acc_train_ci": metrics.get("accuracy_detail", {}).get("train", {}).get("interval"),
             "ret_average_ci": metrics.get("retention_average", {}).get("interval"),
-            "kl": metrics["drift"]["kl_base_tuned"], "target_nll": sum(nll) / len(nll) if nll else None,
+            "kl": metrics["drift"]["kl_base_tuned"], "target_nll": TargetNLL.mean(nll.verified) if nll else None,
+            "target_nll_all": TargetNLL.mean(nll.all) if nll else None,
             "fisher": movement["total"] if movement else None}
 
 
@@ -114,7 +130,8 @@ def markdown_table(rows: list[dict]) -> str:
                ("ret_general_knowledge", "ret. general kn."), ("ret_unseen", "ret. unseen operations"),
                ("ret_drift", "greedy agreement"), ("ret_average", "avg retention (held-out)"),
                ("ret_average_ci", "avg retention 95% CI"), ("kl", "KL(base‖tuned)"),
-               ("target_nll", "mean target NLL"), ("fisher", "Fisher movement")]
+               ("target_nll", "mean target NLL (verified)"), ("target_nll_all", "mean target NLL (all)"),
+               ("fisher", "Fisher movement")]
     # A corpus has either KGFact's splits or KGFunc's: columns no row has are left out.
     columns = [(key, title) for key, title in columns if key == "method" or any(key in row for row in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
@@ -148,10 +165,11 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     return table
 
 
-def _figures(runs: list[Run], base_row: dict, nll: dict[str, list[float]], out: Path) -> dict[str, Path]:
+def _figures(runs: list[Run], base_row: dict, nll: dict[str, TargetNLL], out: Path) -> dict[str, Path]:
     figures = {}
-    if nll:
-        figures["target NLL"] = plots.nll_cdf(nll, out / "target_nll_cdf.png")
+    verified = {f"{label}, verified targets": v.verified for label, v in nll.items() if v.verified}
+    if verified:
+        figures["target NLL"] = plots.nll_cdf(verified, out / "target_nll_cdf.png")
     movement = {r.label: (r.results[-1][1]["metrics"].get("fisher_movement") or {}).get("per_group", {}) for r in runs}
     if any(movement.values()):
         figures["Fisher movement"] = plots.fisher_bars(movement, out / "fisher_movement.png")

@@ -283,3 +283,23 @@ def test_fisher_items_take_each_capability_probe_in_turn():
     picked = [i.id for i in stratified(items, 12)]
     assert picked == ["a0", "g0", "u0", "a1", "g1", "u1", "a2", "g2", "u2", "a3", "u3", "a4"]
     assert len(stratified(items, 100)) == 53
+
+
+def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir, kgfact_short, tmp_path):
+    """The tiny model's MixSD targets are all wrong: no verified NLL, an NLL over all of them; SFT targets
+    (the ground truth) are all verified, so both are the same."""
+    from evaluate.report import Run, nll_per_run
+
+    def shards(method):
+        config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_short / "train.jsonl"),
+                                out=str(tmp_path / "g"), method=method, lam=[0.5], max_new_tokens=6, backend="hf",
+                                dtype="float32", progress=False)
+        return str(Generator(config).run_all()[0])
+
+    runs = [Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], []), Run(tmp_path, "SFT", "sft", None,
+                                                                              [shards("sft")], [])]
+    found = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")
+    assert found["MixSD"].verified == [] and len(found["MixSD"].all) > 90
+    assert found["SFT"].verified == found["SFT"].all and len(found["SFT"].all) > 90
+    again = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")  # from the cache
+    assert again["MixSD"].all == found["MixSD"].all
