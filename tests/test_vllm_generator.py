@@ -122,22 +122,42 @@ def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer, reference_mo
         assert abs(naive / informative - lam) <= 0.01 + 3 * (lam * (1 - lam) / informative) ** 0.5, (lam, naive)
 
 
-def test_first_token_follows_the_mixture(vllm_engine, tokenizer, reference_model):
-    """Over many keys, the first target token ~ (1 - λ) p_E + λ p_N (chi-square, p = 0.001)."""
-    lam, n = 0.5, 3000
-    jobs = simple_jobs(tokenizer, n, lam=lam, temperature=1.0, max_tokens=1, same_prompt=True)
-    counts = torch.zeros(len(tokenizer))
-    for result in vllm_engine.decode(jobs):
-        counts[result.tokens[0] if result.tokens else tokenizer.eos_token_id] += 1
-    with torch.no_grad():
-        p_e = torch.softmax(reference_model(torch.tensor([jobs[0].expert_ids])).logits[0, -1].float(), -1)
-        p_n = torch.softmax(reference_model(torch.tensor([jobs[0].naive_ids])).logits[0, -1].float(), -1)
-    expected = n * ((1 - lam) * p_e + lam * p_n)
+def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, float]:
+    """(statistic, critical value at p = 0.001) of counts against probabilities; bins expected < 5 pooled."""
+    expected = counts.sum() * probs
     big = expected >= 5
     observed = torch.cat([counts[big], counts[~big].sum()[None]])
     expect = torch.cat([expected[big], expected[~big].sum()[None]])
-    statistic = float(((observed - expect) ** 2 / expect).sum())
-    assert statistic < chi2_critical(len(observed) - 1), statistic
+    return float(((observed - expect) ** 2 / expect).sum()), chi2_critical(len(observed) - 1)
+
+
+def test_tokens_follow_the_mixture_at_two_positions(vllm_engine, tokenizer, reference_model):
+    """λ 0.3, T 1, over many keys: the first target token ~ 0.7 p_E + 0.3 p_N, and the second, among the
+    samples whose first token is the most frequent one y1, ~ 0.7 p_E(·|y1) + 0.3 p_N(·|y1) (each position's
+    coin and draw are independent of the earlier ones). Chi-square, p = 0.001."""
+    lam, n = 0.3, 3000
+    jobs = simple_jobs(tokenizer, n, lam=lam, temperature=1.0, max_tokens=2, same_prompt=True)
+    tokens = [result.tokens for result in vllm_engine.decode(jobs)]
+
+    def mixture(prefix: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            p_e = torch.softmax(reference_model(torch.tensor([jobs[0].expert_ids + prefix])).logits[0, -1].double(), -1)
+            p_n = torch.softmax(reference_model(torch.tensor([jobs[0].naive_ids + prefix])).logits[0, -1].double(), -1)
+        return (1 - lam) * p_e + lam * p_n
+
+    first = torch.zeros(len(tokenizer), dtype=torch.float64)
+    for t in tokens:
+        first[t[0] if t else tokenizer.eos_token_id] += 1
+    statistic, critical = _chi_square(first, mixture([]))
+    assert statistic < critical, ("position 0", statistic, critical)
+    y1 = int(first.argmax())
+    second = torch.zeros(len(tokenizer), dtype=torch.float64)
+    for t in tokens:
+        if len(t) == 2 and t[0] == y1:
+            second[t[1]] += 1
+    assert second.sum() >= 150, second.sum()  # measured: 221 of 3000 start with y1
+    statistic, critical = _chi_square(second, mixture([y1]))
+    assert statistic < critical, ("position 1", statistic, critical)
 
 
 def _filtered(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
