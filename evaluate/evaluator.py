@@ -167,7 +167,8 @@ class Evaluator:
         return drift.reference(self.base_model, prompts, continuations)
 
     def _fisher(self) -> dict[str, torch.Tensor]:
-        capability = [i for i in self.items if i.task not in self.knowledge_splits and i.task not in IN_DISTRIBUTION_PROBES]
+        capability = [i for i in self.items
+                      if i.task not in self.knowledge_splits and i.task not in IN_DISTRIBUTION_PROBES]
         probes = stratified(capability, self.config.fisher_examples)
         examples = [(chat_ids(self.tokenizer, i.prompt),
                      self.tokenizer(f"The answer is {i.answers[0]}.", add_special_tokens=False)["input_ids"])
@@ -213,13 +214,12 @@ class Evaluator:
                               "retention_interval": spread[task], "in_distribution": task in IN_DISTRIBUTION_PROBES}
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
-        counted = [retention[t] for t in averaged if t in retention]
+        counted = [t for t in averaged if t in retention]  # a probe the base model scored 0 on has no ratio
         return {
             "accuracy": accuracy, "accuracy_detail": accuracy_detail, "held_out": held_out, "drift": drift_metrics,
             "skipped_too_long": self.too_long,
-            "retention": retention | {"average": sum(counted) / len(counted)},
-            "retention_average": {"probes": [t for t in averaged if t in retention], "interval": spread["average"],
-                                  "drift_interval": spread["drift"]},
+            "retention": retention | {"average": sum(retention[t] for t in counted) / len(counted)},
+            "retention_average": {"probes": counted, "interval": spread["average"], "drift_interval": spread["drift"]},
             "fisher_movement": movement,
             "backend": self.backend_name, "dtype": self.dtype,
         }

@@ -65,7 +65,7 @@ def select(examples: list[TrainExample], include_unverified: bool, method: str) 
         keep = [e for e in examples if e.correct]
         if not keep:
             raise DataError(f"none of the {len(examples)} targets was verified correct; generate with retries "
-                            "(--retries) or a lower λ, or pass --include_unverified true to train on them anyway")
+                            "(--max_retries) or a lower λ, or pass --include_unverified true to train on them anyway")
     counts = RowCounts(rows=len(examples), dropped_unverified=len(examples) - len(keep), used=len(keep),
                        cut_at_length=sum(not e.ended for e in keep))
     return keep, counts
@@ -159,9 +159,10 @@ def collate(examples: list[TrainExample], eos_id: int, pad_id: int) -> dict[str,
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, e in enumerate(examples):
-        sequence = e.prompt_ids + e.label_ids(eos_id)
+        target = e.label_ids(eos_id)
+        sequence = e.prompt_ids + target
         ids[row, :len(sequence)] = torch.tensor(sequence)
-        labels[row, len(e.prompt_ids):len(sequence)] = torch.tensor(e.label_ids(eos_id))
+        labels[row, len(e.prompt_ids):len(sequence)] = torch.tensor(target)
         mask[row, :len(sequence)] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
