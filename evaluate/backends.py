@@ -54,7 +54,8 @@ class HFGreedy:
         dtype = "auto" if self.settings.dtype == "auto" else getattr(torch, self.settings.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, on_batch=None) -> list[list[int]]:
+        """`on_batch(done, total)`, if given, after each batch."""
         # Longest first: rows of a batch have similar lengths, so less padding.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         outputs: list[list[int]] = [[] for _ in prompts]
@@ -62,6 +63,8 @@ class HFGreedy:
             rows = order[start:start + self.settings.batch_size]
             for row, completion in zip(rows, self._batch([prompts[i] for i in rows], max_new_tokens)):
                 outputs[row] = completion
+            if on_batch is not None:
+                on_batch(min(start + self.settings.batch_size, len(order)), len(order))
         return outputs
 
     @torch.no_grad()
@@ -105,12 +108,14 @@ class VLLMGreedy:
         self.llm.reset_prefix_cache()
         self.model = model
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, on_batch=None) -> list[list[int]]:
+        """`on_batch`: given, vLLM's own progress bar (items, rate, ETA) shows while it generates."""
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stops,
                                 detokenize=False)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                    use_tqdm=on_batch is not None)
         return [[t for t in o.outputs[0].token_ids if t not in self.stops] for o in outputs]
 
 

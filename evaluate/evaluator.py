@@ -17,6 +17,7 @@ from evaluate import drift, fisher, intervals, scoring
 from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
+from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
 from generate.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -114,15 +115,21 @@ class Evaluator:
         self.max_model_len = config.max_model_len or model_context_length(config.base)
         self.dtype = resolve_dtype(config.dtype, declared_dtype(config.base))  # auto: float32 where bf16 is slow
         self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
+        self.clock = PhaseClock(config.progress)
         self.backend_name = pick_backend(config.backend)
         self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
                                     self._backend_settings(models))
         self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
         self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
-        self.base_replies = self._replies()
+        self.base_replies = self._replies("base model's answers")
         self.kept_general = {r.item.id for r in self.base_replies if r.item.task == "general_knowledge" and r.correct}
-        self.drift_reference = self._drift_reference()
-        self.fisher = self._fisher() if config.fisher_examples else None
+        with self.clock.phase("drift reference", len(DRIFT_PROMPTS)):
+            self.drift_reference = self._drift_reference()
+        self.fisher = None
+        if config.fisher_examples:
+            with self.clock.phase("Fisher diagonal", config.fisher_examples):
+                self.fisher = self._fisher()
+        self.base_seconds = self.clock.take()  # the base model's side: once per evaluator (a sweep's every model)
 
     def _fitting(self, prompts: list[list[int]]) -> tuple[list[Item], list[list[int]], dict[str, int]]:
         """The items whose prompt and answer budget fit the model; the others are counted per task, not scored."""
@@ -155,8 +162,13 @@ class Evaluator:
         return settings
 
     # --- the base model's side, once ---------------------------------------------------------------------
-    def _replies(self) -> list[Reply]:
-        completions = self.backend.generate(self.prompts, self.config.max_new_tokens)
+    def _replies(self, phase: str) -> list[Reply]:
+        tasks: dict[str, int] = {}
+        for item in self.items:
+            tasks[item.task] = tasks.get(item.task, 0) + 1
+        with self.clock.phase(phase, len(self.prompts), ", ".join(f"{t} {n}" for t, n in tasks.items())):
+            completions = self.backend.generate(self.prompts, self.config.max_new_tokens,
+                                                self.clock.batches(phase) if self.config.progress else None)
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [Reply(item, text, scoring.item_correct(text, item.answers, item.rule))
                 for item, text in zip(self.items, texts)]
@@ -182,15 +194,23 @@ class Evaluator:
 
         check_model(model)
         start = time.perf_counter()
-        self.backend.load(model)
-        replies = self._replies()
-        tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
-        drift_metrics = drift.measure(tuned, self.drift_reference)
-        movement = fisher.movement(self.fisher, self.base_state, tuned.state_dict()) if self.fisher else None
+        with self.clock.phase("load weights", 1):
+            self.backend.load(model)
+            tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        replies = self._replies("answers")
+        with self.clock.phase("drift", len(DRIFT_PROMPTS)):
+            drift_metrics = drift.measure(tuned, self.drift_reference)
+        movement = None
+        if self.fisher:
+            with self.clock.phase("Fisher movement", 1):
+                movement = fisher.movement(self.fisher, self.base_state, tuned.state_dict())
         del tuned
-        records = [self._record(r) for r in replies]
-        metrics = self._metrics(replies, drift_metrics, movement) | {"error_modes": _error_modes(records)}
+        with self.clock.phase("scoring and intervals", len(replies)):
+            records = [self._record(r) for r in replies]
+            metrics = self._metrics(replies, drift_metrics, movement) | {"error_modes": _error_modes(records)}
         metrics["seconds"] = round(time.perf_counter() - start, 1)
+        # Seconds per phase: this model's, and the base model's side (computed once per evaluator).
+        metrics["timing"] = {"model": self.clock.take(), "base_once": self.base_seconds}
         return metrics, records
 
     def _metrics(self, replies: list[Reply], drift_metrics: dict, movement: dict | None) -> dict:

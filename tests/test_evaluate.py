@@ -153,6 +153,11 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
     assert all(d["n"] == 6 and len(d["interval"]) == 2 for d in metrics["accuracy_detail"].values())
     assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
     assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items())
+    # Seconds per phase: the model's own, and the base model's side, computed once per evaluator.
+    assert set(metrics["timing"]["model"]) == {"load weights", "answers", "drift", "Fisher movement",
+                                               "scoring and intervals"}
+    assert set(metrics["timing"]["base_once"]) == {"base model's answers", "drift reference", "Fisher diagonal"}
+    assert all(v >= 0 for part in metrics["timing"].values() for v in part.values())
     tuned, _ = evaluator.evaluate(str(perturbed_dir))
     assert tuned["fisher_movement"]["total"] > 0 and tuned["drift"]["kl_base_tuned"] > 0
     # Error modes are counted exactly for the wrong held-out answers that count.
@@ -303,3 +308,16 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
     assert found["SFT"].verified == found["SFT"].all and len(found["SFT"].all) > 90
     again = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")  # from the cache
     assert again["MixSD"].all == found["MixSD"].all
+
+
+def test_progress_lines_name_each_phase_with_items_rate_and_eta(tiny_model_dir, kgfact_short, tmp_path, capsys):
+    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short),
+                                     out=str(tmp_path), **SMALL | {"progress": True, "batch_size": 8}))
+    evaluator.evaluate(str(tiny_model_dir))
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("evaluate: ")]
+    items = len(evaluator.prompts)
+    assert f"evaluate: base model's answers: {items} items (train 6, paraphrase 6" in lines[0]
+    assert any(l.startswith(f"evaluate: answers: 8/{items} items, ") and "items/s, ETA " in l for l in lines)
+    for phase in ("base model's answers", "drift reference", "Fisher diagonal", "load weights", "answers", "drift",
+                  "Fisher movement"):
+        assert any(l.startswith(f"evaluate: {phase}: ") and " s (" in l and "items/s)" in l for l in lines), phase
