@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from corpora.schema import Example, load_jsonl
 from generate import prompts, shards
+from generate.card import write_card
 from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
 from generate.sampling import sources
@@ -157,6 +158,7 @@ class Generator:
 
     def finish_run(self, state: RunState) -> Path:
         manifest = state.manifest
+        write_card(state.run_dir, manifest)  # before "complete": a run killed in between finishes both again
         manifest["complete"] = True
         shards.save_manifest(state.run_dir, manifest)
         totals = manifest["totals"]

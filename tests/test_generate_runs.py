@@ -178,3 +178,27 @@ def test_bad_corpus_is_named(tiny_model_dir, tmp_path, content, message, capsys)
                                                str(tmp_path / "out")], capsys)
     assert code == 2 and message in err and str(corpus) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_carries_a_dataset_card_and_loads_with_datasets(tiny_model_dir, kgfact_small, tmp_path,
+                                                                        monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    corpus = small_corpus(kgfact_small, tmp_path, count=12)
+    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "out"), backend="hf",
+                            dtype="float32", lam=[0.5], max_new_tokens=8, shard_size=5, progress=False)
+    (run_dir,) = Generator(config).run_all()
+    card = (run_dir / "README.md").read_text()
+    assert card.startswith("---\nconfigs:\n- config_name: default\n  data_files: \"shard-*.parquet\"")
+    assert f"# {run_dir.name}" in card and "| rows | 12 (0 examples skipped" in card and "λ = 0.5" in card
+    assert "| `target_ids` | list<item: int32> |" in card
+    # The card's YAML names the data files, so the directory loads as a dataset by itself (and uploads as one);
+    # the parquet builder needs the pattern, or it would read manifest.json as Parquet too.
+    loaded = datasets.load_dataset(str(run_dir), cache_dir=str(tmp_path / "hf"))["train"]
+    direct = datasets.load_dataset("parquet", data_dir=str(run_dir), data_files="shard-*.parquet",
+                                   cache_dir=str(tmp_path / "hf2"))["train"]
+    assert direct["example_id"] == loaded["example_id"]
+    rows = read_rows(run_dir)
+    assert len(loaded) == len(rows) == 12
+    assert sorted(loaded["example_id"]) == sorted(r["example_id"] for r in rows)
+    assert loaded[0]["target_ids"] == next(r for r in rows if r["example_id"] == loaded[0]["example_id"])["target_ids"]
