@@ -91,6 +91,14 @@ class ModuleProcess:
             raise subprocess.TimeoutExpired(self._process.name, timeout)
         return self._process.exitcode
 
+    def finish(self, timeout: float | None = None) -> int:
+        """Wait for the end; past `timeout`, kill it with everything it started (and raise TimeoutExpired)."""
+        try:
+            return self.wait(timeout)
+        finally:
+            if self.poll() is None:
+                self.kill_group()
+
     def kill_group(self) -> None:
         """SIGKILL to the process and everything it started (it leads its own session)."""
         try:
@@ -133,11 +141,7 @@ def run(module: str, args: list[str], env: dict[str, str] | None = None,
         timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m module args…` run to its end, like `subprocess.run(…, capture_output=True, text=True)`."""
     process = start(module, args, env)
-    try:
-        process.wait(timeout)
-    finally:
-        if process.poll() is None:
-            process.kill_group()
+    process.finish(timeout)
     return subprocess.CompletedProcess([module, *args], process.returncode, process.stdout, process.stderr)
 
 

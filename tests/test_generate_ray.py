@@ -79,11 +79,7 @@ def _cli(args: list[str], cluster: Cluster | None = None) -> processes.ModulePro
 
 def _finish(process: processes.ModuleProcess, timeout: float = 600) -> str:
     """Wait for the end; the whole output."""
-    try:
-        process.wait(timeout)
-    finally:
-        if process.poll() is None:
-            process.kill_group()
+    process.finish(timeout)
     return process.stdout
 
 
