@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from generate.pairs import PairJob  # noqa: E402
-from generate.prompts import chat_ids  # noqa: E402
+from mixsd.prompts import chat_ids  # noqa: E402
 from mixsd.engine_memory import plan_kv_cache  # noqa: E402
 
 

@@ -6,12 +6,12 @@ Each record is checked as it is read; a bad one is reported by file, line (row) 
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from corpora.schema import CorpusError, read_utf8
+from corpora.readers import read_records
+from corpora.schema import CorpusError
 from evaluate.probes import Item
 from mixsd.config import ConfigError
 
@@ -57,23 +57,7 @@ def _records(source: str) -> list[tuple[int, Any]]:
         import pyarrow.parquet as pq
 
         return list(enumerate(pq.read_table(path).to_pylist(), start=1))
-    text = read_utf8(path)
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise BenchmarkError(source, err.lineno, None, f"invalid JSON: {err.msg}") from None
-        if not isinstance(data, list):
-            raise BenchmarkError(source, None, None, "expected a JSON list of records")
-        return list(enumerate(data, start=1))
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise BenchmarkError(source, number, None, f"invalid JSON: {err.msg}") from None
-    return records
+    return list(read_records(path))  # a JSON array or JSON Lines, each record with the line it starts on
 
 
 def _hub_records(source: str) -> list[tuple[int, Any]]:

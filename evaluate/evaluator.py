@@ -19,7 +19,7 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
-from generate.prompts import chat_ids, stop_token_ids
+from mixsd.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
 from mixsd.models import declared_dtype, load_tokenizer

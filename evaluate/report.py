@@ -18,11 +18,12 @@ from evaluate import plots
 from evaluate.nll import target_nll
 from evaluate.results import read_result
 from mixsd.atomic import write_json, write_text
+from mixsd.checkpoints import RUN_INFO_FILE, checkpoints, run_info, step_of
 from mixsd.checksums import model_fingerprint
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.errors import UserError
+from mixsd.run_format import RunManifest, expand_run_dirs
 from mixsd.versions import versions
-from train.checkpoint import checkpoints
 
 PROBE_COLUMNS = ("in_context", "arithmetic", "general_knowledge", "unseen", "drift")
 
@@ -42,10 +43,9 @@ class ReportError(UserError):
 
 
 def load_run(directory: Path, eval_dir: Path) -> Run:
-    info_path = directory / "train_config.json"
-    if not info_path.is_file():
-        raise ReportError(f"{info_path}: not found (is {directory} a training run?)")
-    info = json.loads(info_path.read_text())
+    info = run_info(directory)
+    if info is None:
+        raise ReportError(f"{directory / RUN_INFO_FILE}: not found (is {directory} a training run?)")
     config = info["config"]
     lams = {s.get("lam") for s in info.get("shards", [])}
     lam = lams.pop() if len(lams) == 1 else None
@@ -57,8 +57,13 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
         if document is None:
             raise ReportError(f"{eval_dir / directory.name / step_dir.name}: not evaluated yet "
                                     "(run python -m evaluate.sweep first)")
-        results.append((int(step_dir.name.split("-")[1]), document))
+        results.append((step_of(step_dir), document))
     return Run(directory, label, method, lam, config["shards"], results)
+
+
+def _column(table, name: str) -> list:
+    """A column's values, or None per row where the shards predate it."""
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
 @dataclass
@@ -77,19 +82,20 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
     """Target NLL for each run with fixed targets (not OPSD), cached by the base model and shard checksums."""
     from transformers import AutoModelForCausalLM
 
-    from train.data import load_examples
-
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     model, found = None, {}
     for run in runs:
         if run.method == "opsd":
             continue
-        examples, manifests = load_examples(run.shards)
-        key = json.dumps([model_fingerprint(base)] + sorted(s["sha256"] for m in manifests for s in m.get("shards", [])))
+        manifests = [RunManifest.load(d) for d in expand_run_dirs(run.shards)]
+        key = json.dumps([model_fingerprint(base)] + sorted(s.sha256 for m in manifests for s in m.shards))
         if cache.get(run.label, {}).get("key") != key or "rows" not in cache[run.label]:
             model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-            rows = target_nll(model, [(e.prompt_ids, e.target_ids) for e in examples])
-            cache[run.label] = {"key": key, "rows": rows, "correct": [e.correct for e in examples]}
+            tables = [t for m in manifests for t in m.tables(["prompt_ids", "target_ids", "correct"])]
+            pairs = [(p, t) for table in tables for p, t in zip(table.column("prompt_ids").to_pylist(),
+                                                               table.column("target_ids").to_pylist())]
+            cache[run.label] = {"key": key, "rows": target_nll(model, pairs),
+                                "correct": [c for table in tables for c in _column(table, "correct")]}
         entry = cache[run.label]
         found[run.label] = TargetNLL(
             verified=[v for row, ok in zip(entry["rows"], entry["correct"]) if ok for v in row],

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 
 from evaluate import sandbox
-from generate.verifier import contains, extract, is_correct, last_number, normalize
+from mixsd.answers import contains, extract, is_correct, last_number, normalize
 
 ERROR_MODES = ("format", "leakage", "collapse", "genuine")
 _WORD = re.compile(r"[0-9A-Za-z]+")

@@ -14,9 +14,9 @@ from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.results import read_result, summary_line, write_result
 from mixsd import config as cfg
+from mixsd.checkpoints import checkpoints
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.lock import output_lock
-from train.checkpoint import checkpoints
 
 
 def planned(runs: list[str], out: Path, base: str) -> list[tuple[str, Path]]:

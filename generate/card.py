@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from generate import shards
+from mixsd.run_format import SCHEMA
 from mixsd.atomic import write_text
 
 COLUMN_NOTES = {
@@ -47,12 +48,13 @@ def card_text(run_dir: Path, manifest: dict) -> str:
             f"MixSD targets, λ = {config['lam']}: each token from the naive stream with probability λ, else the "
             f"expert's, both continuing the same mixed prefix, temperature {config['temperature']}")
     tokens = stats["target_tokens"]
+    pattern = shards.shard_name(0, manifest.get("format", 1)).replace("00000", "*")
     schema = "\n".join(f"| `{field.name}` | {field.type} | {COLUMN_NOTES.get(field.name, '')} |"
-                       for field in shards.SCHEMA)
+                       for field in SCHEMA)
     return f"""---
 configs:
 - config_name: default
-  data_files: "shard-*.parquet"
+  data_files: "{pattern}"
 tags:
 - mixsd
 - knowledge-injection
@@ -85,7 +87,7 @@ Supervision targets written by `python -m generate` (MixSD project): {what}. Mod
 ```python
 from datasets import load_dataset
 rows = load_dataset("{run_dir}")["train"]  # this card's `configs` name the shard files
-# or: load_dataset("parquet", data_dir="{run_dir}", data_files="shard-*.parquet")["train"]
+# or: load_dataset("parquet", data_dir="{run_dir}")["train"]
 ```
 Training: `python -m train --shards {run_dir} …` (verified targets only unless `--include_unverified true`).
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from generate.verifier import RULES
+from mixsd.answers import RULES
 from mixsd.config import ConfigError
 from mixsd.engine_memory import EAGER_CHOICES
 
@@ -29,7 +29,7 @@ class GenerateConfig:
     max_new_tokens: int = 256
     max_retries: int = 0
     on_failure: str = "keep"          # examples that never pass the verifier: keep (flagged), drop, ground_truth
-    answer_rule: str = "auto"              # see generate.verifier.RULES
+    answer_rule: str = "auto"              # see mixsd.answers.RULES
     expert_template: str = DEFAULT_EXPERT_TEMPLATE   # how the context is spliced into the user turn
     logprobs: bool = True             # store log p_E / log p_N per target token (vLLM: ~25% slower on tiny models)
     backend: str = "vllm"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 
 @dataclass(frozen=True)
@@ -33,4 +34,10 @@ class PairResult:
     failure: str | None = None  # why no target could be made (the pair is skipped and listed in the manifest)
 
 
-EXPERT, NAIVE = 0, 1
+class Role(IntEnum):
+    """A request's place in its pair (engine bookkeeping; the on-disk `source` column is run_format.Source)."""
+    EXPERT = 0
+    NAIVE = 1
+
+
+EXPERT, NAIVE = Role.EXPERT, Role.NAIVE

@@ -149,7 +149,7 @@ def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config:
         driver.record_shard(state, task.index, rows, report, seconds, written_by=info)
         done += 1
         rate = done / (time.perf_counter() - start)
-        print(f"ray: [{done}/{total}] {state.run_dir.name}/shard-{task.index:05d} by worker {worker_id} "
+        print(f"ray: [{done}/{total}] {state.shard_path(task.index).relative_to(state.run_dir.parent)} by worker {worker_id} "
               f"({rate * 60:.1f} shards/min, ETA {(total - done) / rate:.0f} s)", flush=True)
     for actor in workers.values():
         ray.kill(actor, no_restart=True)

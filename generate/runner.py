@@ -8,12 +8,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from corpora.schema import Example, load_jsonl
-from generate import prompts, shards
+from generate import shards
+from mixsd import prompts
 from generate.card import write_card
 from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
 from generate.sampling import sources
-from generate.verifier import is_correct
+from mixsd.answers import is_correct
 from mixsd.checksums import file_sha256, model_fingerprint
 from mixsd.config import to_dict
 from mixsd.engine_memory import (
@@ -28,6 +29,7 @@ from mixsd.lock import OutputLock, output_lock
 from mixsd.models import declared_dtype, load_tokenizer
 from mixsd.precision import resolve_dtype
 from mixsd.randomness import example_key
+from mixsd.run_format import Source
 from mixsd.versions import versions
 
 
@@ -56,9 +58,16 @@ class RunState:
         return bool(self.manifest.get("complete"))
 
     @property
+    def format(self) -> int:
+        return self.manifest.get("format", 1)
+
+    def shard_path(self, index: int) -> Path:
+        return self.run_dir / shards.shard_name(index, self.format)
+
+    @property
     def missing(self) -> list[int]:
         done = {e["file"] for e in self.manifest["shards"]}
-        return [i for i in range(len(self.shard_sizes)) if shards.shard_name(i) not in done]
+        return [i for i in range(len(self.shard_sizes)) if self.shard_path(i).name not in done]
 
     def examples_done(self) -> int:
         missing = set(self.missing)
@@ -146,7 +155,7 @@ class Generator:
     def record_shard(self, state: RunState, index: int, rows: list[dict], report: dict, seconds: float,
                      written_by: dict | None = None) -> None:
         """Write one shard atomically, then list it in the manifest (entries in shard order)."""
-        entry = shards.write_shard(state.run_dir / shards.shard_name(index), rows, self.config.row_group_size)
+        entry = shards.write_shard(state.shard_path(index), rows, self.config.row_group_size)
         entry |= {"examples": len(self.shard_examples[index]), "seconds": round(seconds, 3)} | report["counts"]
         if written_by:
             entry["written_by"] = written_by
@@ -168,7 +177,7 @@ class Generator:
 
     def _fresh_manifest(self, lam, digest: str, settings: dict) -> dict:
         return {
-            "config": to_dict(self.config) | {"lam": lam}, "output_settings": settings, "config_hash": digest,
+            "format": shards.FORMAT_VERSION, "config": to_dict(self.config) | {"lam": lam}, "output_settings": settings, "config_hash": digest,
             "versions": versions(), "corpus": {"path": self.config.corpus, "sha256": self.corpus_sha256,
                                                "examples": len(self.examples)},
             "dtype": self.dtype, "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
@@ -248,7 +257,7 @@ class Generator:
         room = self.max_model_len - len(p.naive_ids)  # training sees the naive prompt; max_new_tokens is for sampling
         ids = list(self.tokenizer(p.example.answer, add_special_tokens=False)["input_ids"])[:room]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return self._row(p, lam, 0, ids, text, [shards.SOURCE_GROUND_TRUTH] * len(ids), None, None,
+        return self._row(p, lam, 0, ids, text, [Source.GROUND_TRUTH] * len(ids), None, None,
                          correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
                          attempts=attempts, finish=finish)
 
@@ -259,7 +268,7 @@ class Generator:
             "lambda": lam, "temperature": cfg.temperature if cfg.method == "mixsd" else None, "seed": cfg.seed,
             "prompt_ids": p.naive_ids, "expert_prompt_ids": p.expert_ids, "target_ids": list(ids),
             "target_text": text, "source": source, "expert_logprobs": expert_lp, "naive_logprobs": naive_lp,
-            "expert_token_fraction": (sum(1 for s in source if s == shards.SOURCE_EXPERT) / len(source)) if source else 0.0,
+            "expert_token_fraction": (sum(1 for s in source if s == Source.EXPERT) / len(source)) if source else 0.0,
             "correct": correct, "attempts": attempts, "finish_reason": finish,
         }
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mixsd.randomness import COIN, EXPERT_DRAW, NAIVE_DRAW, uniforms
+from mixsd.randomness import Stream, uniforms
+from mixsd.run_format import Source
 
 
 @dataclass
@@ -82,9 +83,9 @@ def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: 
     """(token, from_expert) per pair at target `position`: the naive draw with probability λ.
     `any_sampled=False` (every pair at temperature 0) skips hashing the uniforms no argmax needs."""
     args = (settings.seed, settings.key, settings.sample, position)
-    coin = uniforms(*args, COIN)
-    u_expert = uniforms(*args, EXPERT_DRAW) if any_sampled else coin
-    u_naive = uniforms(*args, NAIVE_DRAW) if any_sampled else coin
+    coin = uniforms(*args, Stream.COIN)
+    u_expert = uniforms(*args, Stream.EXPERT) if any_sampled else coin
+    u_naive = uniforms(*args, Stream.NAIVE) if any_sampled else coin
     expert = draw(expert_logits, settings.temperature, settings.top_k, settings.top_p, u_expert)
     naive = draw(naive_logits, settings.temperature, settings.top_k, settings.top_p, u_naive)
     from_expert = coin >= settings.lam
@@ -92,8 +93,8 @@ def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: 
 
 
 def sources(seed: int, key: int, sample: int, lam: float, length: int) -> list[int]:
-    """Per target position, 1 where the token came from the expert: the same coins `mix_step` flipped,
+    """Per target position, the `Source` of the token (expert or naive): the same coins `mix_step` flipped,
     recomputed from (seed, key, sample, position), so no per-token bookkeeping leaves the engine."""
     coin = uniforms(torch.tensor(seed), torch.tensor(key), torch.tensor(sample),
-                    torch.arange(length, dtype=torch.int64), COIN)
-    return (coin >= lam).to(torch.int8).tolist()
+                    torch.arange(length, dtype=torch.int64), Stream.COIN)
+    return torch.where(coin >= lam, int(Source.EXPERT), int(Source.NAIVE)).to(torch.int8).tolist()

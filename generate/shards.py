@@ -1,4 +1,5 @@
-"""Run directories: Parquet shards (written to a temp name, then renamed) and the manifest that lists them."""
+"""Writing run directories: Parquet shards (written to a temp name, then renamed) and the manifest that lists
+them. The format itself (schema, names, manifest reading) is mixsd/run_format.py."""
 from __future__ import annotations
 
 import hashlib
@@ -12,19 +13,7 @@ import pyarrow.parquet as pq
 from mixsd.atomic import atomic_path, write_json
 from mixsd.checksums import file_sha256
 from mixsd.errors import UserError
-
-SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("sample_index", pa.int32()), ("split", pa.string()), ("method", pa.string()),
-    ("lambda", pa.float64()), ("temperature", pa.float64()), ("seed", pa.int64()),
-    ("prompt_ids", pa.list_(pa.int32())), ("expert_prompt_ids", pa.list_(pa.int32())),
-    ("target_ids", pa.list_(pa.int32())), ("target_text", pa.string()),
-    ("source", pa.list_(pa.int8())),  # per target token: 1 expert, 0 naive, 2 ground truth
-    ("expert_logprobs", pa.list_(pa.float32())), ("naive_logprobs", pa.list_(pa.float32())),
-    ("expert_token_fraction", pa.float64()), ("correct", pa.bool_()), ("attempts", pa.int32()),
-    ("finish_reason", pa.string()),
-])
-SOURCE_NAIVE, SOURCE_EXPERT, SOURCE_GROUND_TRUTH = 0, 1, 2
-MANIFEST = "manifest.json"
+from mixsd.run_format import FORMAT_VERSION, MANIFEST, SCHEMA, RunManifest, shard_name  # noqa: F401 (used as shards.X)
 
 
 class RunDirError(UserError, ValueError):
@@ -41,10 +30,6 @@ def run_name(settings: dict[str, Any], digest: str) -> str:
     return f"{settings['method']}-lam{settings['lam']:g}-t{settings['temperature']:g}-{digest}"
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.parquet"
-
-
 def write_shard(path: Path, rows: list[dict], row_group_size: int) -> dict[str, Any]:
     """Write rows atomically; return the shard's manifest entry."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -54,10 +39,9 @@ def write_shard(path: Path, rows: list[dict], row_group_size: int) -> dict[str, 
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / MANIFEST
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    """The manifest's JSON document (None: no manifest yet), for the writer that continues it."""
+    found = RunManifest.find(run_dir)
+    return None if found is None else found.document
 
 
 def open_run(run_dir: Path, digest: str, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -76,17 +60,3 @@ def open_run(run_dir: Path, digest: str, fresh: dict[str, Any]) -> dict[str, Any
 
 def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(run_dir / MANIFEST, manifest)
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    """All rows of a run, in shard order (checks every shard against the manifest)."""
-    manifest = read_manifest(Path(run_dir))
-    if manifest is None:
-        raise RunDirError(f"{run_dir}: no {MANIFEST}")
-    rows = []
-    for entry in manifest["shards"]:
-        path = Path(run_dir) / entry["file"]
-        if file_sha256(path) != entry["sha256"]:
-            raise RunDirError(f"{path}: checksum does not match {MANIFEST}")
-        rows += pq.read_table(path).to_pylist()
-    return rows

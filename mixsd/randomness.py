@@ -7,11 +7,19 @@ compared against them lands between the two.
 from __future__ import annotations
 
 import hashlib
+from enum import IntEnum
 
 import torch
 
-# Streams keep the three draws at one position independent of each other.
-COIN, EXPERT_DRAW, NAIVE_DRAW, ROLLOUT_DRAW = 0, 1, 2, 3  # ROLLOUT_DRAW: OPSD (train/opsd.py)
+
+
+class Stream(IntEnum):
+    """Independent streams of uniforms at one position: the λ coin and each conditional's token draw."""
+    COIN = 0     # naive token where coin < λ
+    EXPERT = 1   # the expert's sample
+    NAIVE = 2    # the naive sample
+    ROLLOUT = 3  # OPSD's on-policy rollouts (train/opsd.py)
+
 
 _MASK64 = (1 << 64) - 1
 

@@ -10,7 +10,7 @@ from generate.pairs import PairJob
 
 def simple_jobs(tokenizer, count: int, lam: float, temperature: float, max_tokens: int, same_prompt: bool = False,
                 sample: int = 0) -> list[PairJob]:
-    from generate.prompts import chat_ids
+    from mixsd.prompts import chat_ids
 
     jobs = []
     for i in range(count):

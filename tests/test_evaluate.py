@@ -64,7 +64,7 @@ def test_target_nll_matches_the_generators_naive_logprobs(tiny_model_dir, kgfact
     config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), out=str(tmp_path),
                             lam=[0.5], max_new_tokens=10, backend="hf", dtype="float32", progress=False)
     (run,) = Generator(config).run_all()
-    rows = pq.read_table(run / "shard-00000.parquet").to_pylist()[:12]
+    rows = pq.read_table(run / "train-00000.parquet").to_pylist()[:12]
     nll = target_nll(_model(tiny_model_dir), [(r["prompt_ids"], r["target_ids"]) for r in rows])
     for row, values in zip(rows, nll):
         assert values == pytest.approx([-x for x in row["naive_logprobs"]], abs=1e-3)

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from corpora.schema import CorpusError
 from evaluate import sandbox
 from evaluate.benchmarks import BenchmarkError, load_benchmark, parse_spec
 from evaluate.probes import arithmetic_items, general_knowledge_items, in_context_items, probe_items
@@ -95,8 +96,12 @@ def test_bad_benchmark_records_are_located(tmp_path, records, match):
 def test_bad_benchmark_files_are_named(tmp_path):
     broken = tmp_path / "mmlu.jsonl"
     broken.write_text('{"question": "q", "choices": ["a", "b"], "answer": 1}\n{"question": \n')
-    with pytest.raises(BenchmarkError, match=r"mmlu.jsonl, line 2: invalid JSON"):
+    with pytest.raises(CorpusError, match=r"mmlu.jsonl, line 2: malformed JSON"):  # the corpus readers' check
         load_benchmark("mmlu", str(broken))
+    array = tmp_path / "mmlu.json"
+    array.write_text('[\n  {"question": "q", "choices": ["a", "b"], "answer": 1},\n  {"question": "q"}\n]\n')
+    with pytest.raises(BenchmarkError, match=r"mmlu.json, line 3: field 'choices'"):  # located in a JSON array too
+        load_benchmark("mmlu", str(array))
     wrong = _write_jsonl(tmp_path / "m.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 5}])
     with pytest.raises(BenchmarkError, match=r"m.jsonl, line 1: field 'answer': index 5"):
         load_benchmark("mmlu", wrong)

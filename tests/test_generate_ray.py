@@ -19,7 +19,8 @@ import pytest
 
 from generate.config import GenerateConfig
 from generate.runner import Generator
-from generate.shards import read_manifest, read_rows
+from generate.shards import read_manifest
+from mixsd.run_format import read_rows
 from tests import processes
 from tests.generate_helpers import cli_flags
 
@@ -130,7 +131,7 @@ def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_s
     try:
         lines = _wait_for(process, lambda ls: sum("is pid" in l for l in ls) == 2)
         victim = int(next(l for l in lines if "worker 1 is pid" in l).split()[-1])
-        _wait_for(process, lambda ls: any("shard-" in l for l in ls))
+        _wait_for(process, lambda ls: any("train-0" in l for l in ls))
         os.kill(victim, signal.SIGKILL)
     finally:
         rest = _finish(process)
@@ -145,7 +146,7 @@ def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_smal
     args = cli_flags(config) + ["--num_workers", "2"]
     process = _cli(args, cluster)
     try:
-        _wait_for(process, lambda ls: sum("shard-" in l for l in ls) >= 3)
+        _wait_for(process, lambda ls: sum("train-0" in l for l in ls) >= 3)
     finally:
         process.kill_group()  # the driver: the cluster ends the actors it owned
     run_dir = Path(tmp_path) / local_small_shards.name

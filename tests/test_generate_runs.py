@@ -10,7 +10,8 @@ import pytest
 
 from generate.config import GenerateConfig
 from generate.runner import Generator
-from generate.shards import RunDirError, read_rows
+from generate.shards import RunDirError
+from mixsd.run_format import read_rows
 from tests import processes
 from tests.generate_helpers import run_main_in_process
 
@@ -33,7 +34,7 @@ def hf_args(model, corpus, out, *extra):
 
 
 def shard_bytes(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.glob("shard-*.parquet"))}
+    return {p.name: p.read_bytes() for p in sorted(run_dir.glob("train-*.parquet"))}
 
 
 def test_killed_run_resumes_to_identical_shards(tiny_model_dir, kgfact_small, tmp_path):
@@ -47,7 +48,7 @@ def test_killed_run_resumes_to_identical_shards(tiny_model_dir, kgfact_small, tm
     run_dir = None
     while time.time() < deadline:  # kill -9 once a few shards are written, mid-run
         dirs = list((tmp_path / "killed").glob("mixsd-*"))
-        if dirs and len(list(dirs[0].glob("shard-*.parquet"))) >= 3:
+        if dirs and len(list(dirs[0].glob("train-*.parquet"))) >= 3:
             run_dir = dirs[0]
             break
         time.sleep(0.05)
@@ -87,7 +88,7 @@ def test_rows_hold_the_promised_columns(tiny_model_dir, kgfact_small, tmp_path):
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["complete"] and manifest["config"]["model"] == str(tiny_model_dir)
         assert "torch" in manifest["versions"]["packages"]
-        metadata = pq.read_metadata(run_dir / "shard-00000.parquet")
+        metadata = pq.read_metadata(run_dir / "train-00000.parquet")
         assert metadata.row_group(0).column(0).compression == "ZSTD"
 
 
@@ -189,16 +190,52 @@ def test_a_finished_run_carries_a_dataset_card_and_loads_with_datasets(tiny_mode
                             dtype="float32", lam=[0.5], max_new_tokens=8, shard_size=5, progress=False)
     (run_dir,) = Generator(config).run_all()
     card = (run_dir / "README.md").read_text()
-    assert card.startswith("---\nconfigs:\n- config_name: default\n  data_files: \"shard-*.parquet\"")
+    assert card.startswith("---\nconfigs:\n- config_name: default\n  data_files: \"train-*.parquet\"")
     assert f"# {run_dir.name}" in card and "| rows | 12 (0 examples skipped" in card and "λ = 0.5" in card
     assert "| `target_ids` | list<item: int32> |" in card
     # The card's YAML names the data files, so the directory loads as a dataset by itself (and uploads as one);
-    # the parquet builder needs the pattern, or it would read manifest.json as Parquet too.
+    # the shards' names make them the train split for the plain parquet builder (not manifest.json).
     loaded = datasets.load_dataset(str(run_dir), cache_dir=str(tmp_path / "hf"))["train"]
-    direct = datasets.load_dataset("parquet", data_dir=str(run_dir), data_files="shard-*.parquet",
-                                   cache_dir=str(tmp_path / "hf2"))["train"]
+    direct = datasets.load_dataset("parquet", data_dir=str(run_dir), cache_dir=str(tmp_path / "hf2"))["train"]
     assert direct["example_id"] == loaded["example_id"]
     rows = read_rows(run_dir)
     assert len(loaded) == len(rows) == 12
     assert sorted(loaded["example_id"]) == sorted(r["example_id"] for r in rows)
     assert loaded[0]["target_ids"] == next(r for r in rows if r["example_id"] == loaded[0]["example_id"])["target_ids"]
+
+
+def _as_format_one(run_dir: Path, drop_last: bool) -> None:
+    """Rewrite a run as the first format wrote it: shard-NNNNN.parquet names, no "format" key."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["format"]
+    for entry in manifest["shards"]:
+        new = entry["file"].replace("train-", "shard-")
+        (run_dir / entry["file"]).rename(run_dir / new)
+        entry["file"] = new
+    if drop_last:
+        (run_dir / manifest["shards"].pop()["file"]).unlink()
+        manifest["complete"] = False
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_runs_of_the_first_format_are_read_and_resumed_and_unknown_formats_refused(tiny_model_dir, kgfact_small,
+                                                                                   tmp_path):
+    from mixsd.run_format import RunFormatError, RunManifest
+    from train.data import load_examples
+
+    corpus = small_corpus(kgfact_small, tmp_path, count=10)
+    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "out"), backend="hf",
+                            dtype="float32", lam=[0.5], max_new_tokens=8, shard_size=4, progress=False)
+    (run_dir,) = Generator(config).run_all()
+    rows = read_rows(run_dir)
+    assert sorted(p.name for p in run_dir.glob("*.parquet")) == [f"train-0000{i}.parquet" for i in range(3)]
+    _as_format_one(run_dir, drop_last=True)  # a run the old version left half done
+    Generator(config).run_all()              # resumed by this version: it keeps the run's own names
+    assert sorted(p.name for p in run_dir.glob("*.parquet")) == [f"shard-0000{i}.parquet" for i in range(3)]
+    assert RunManifest.load(run_dir).format == 1 and read_rows(run_dir) == rows
+    examples, _ = load_examples([str(run_dir)])
+    assert [e.example_id for e in examples] == [r["example_id"] for r in rows]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps(manifest | {"format": 99}))
+    with pytest.raises(RunFormatError, match=r"manifest.json: run format 99 is not one this version reads"):
+        load_examples([str(run_dir)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from generate.sampling import PairSettings, draw, mix_step
-from mixsd.randomness import COIN, example_key, uniforms
+from mixsd.randomness import Stream, example_key, uniforms
 
 
 def settings(n, lam=0.5, temperature=1.0, top_k=0, top_p=1.0, seed=0):
@@ -15,14 +15,14 @@ def settings(n, lam=0.5, temperature=1.0, top_k=0, top_p=1.0, seed=0):
 
 def test_uniforms_are_uniform_and_keyed():
     n = 200_000
-    u = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN)
+    u = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), Stream.COIN)
     assert 0 <= float(u.min()) and float(u.max()) < 1
     assert abs(float(u.mean()) - 0.5) < 4 * (1 / 12 / n) ** 0.5
     counts = torch.histc(u.float(), bins=20, min=0, max=1)
     assert float(((counts - n / 20) ** 2 / (n / 20)).sum()) < 43.8  # chi-square, 19 dof, p = 0.001
-    again = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN)
+    again = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), Stream.COIN)
     assert torch.equal(u, again)
-    other_stream = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), COIN + 1)
+    other_stream = uniforms(torch.tensor(0), torch.arange(n), torch.tensor(0), torch.tensor(3), Stream.EXPERT)
     assert abs(float(torch.corrcoef(torch.stack([u, other_stream]))[0, 1])) < 0.01
 
 
@@ -52,7 +52,7 @@ def test_common_random_numbers_across_lambdas():
     pos = torch.zeros(512, dtype=torch.long)
     tok_a, src_a = mix_step(logits_e, logits_n, settings(512, lam=0.3, temperature=0.0), pos)
     tok_b, src_b = mix_step(logits_e, logits_n, settings(512, lam=0.5, temperature=0.0), pos)
-    coin = uniforms(torch.tensor(0), torch.arange(512), torch.tensor(0), pos, COIN)
+    coin = uniforms(torch.tensor(0), torch.arange(512), torch.tensor(0), pos, Stream.COIN)
     differ = src_a != src_b
     assert bool(differ.any())
     assert bool(((coin[differ] >= 0.3) & (coin[differ] < 0.5)).all())  # only coins between the two λ

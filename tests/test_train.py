@@ -18,6 +18,7 @@ from tests import processes
 
 from generate.config import GenerateConfig
 from generate.runner import Generator
+from mixsd.run_format import RunFormatError
 from train.config import TrainConfig
 from train.data import IGNORE, DataError
 from train.opsd import reverse_kl
@@ -62,7 +63,7 @@ def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
     assert tokenizer.chat_template and model.config.vocab_size == len(tokenizer)
-    saved = json.loads((final / "train_config.json").read_text())
+    saved = json.loads((final / "checkpoint.json").read_text())
     assert saved["config"]["lr"] == 1e-3 and "torch" in saved["versions"]["packages"]
 
 
@@ -234,7 +235,7 @@ def test_bad_input_stops_before_any_step(tiny_model_dir, sft_run, tmp_path, prob
         copy = tmp_path / "copy"
         shutil.copytree(sft_run, copy)
         shards = [copy]
-        shard = copy / "shard-00001.parquet"
+        shard = copy / "train-00001.parquet"
         manifest = json.loads((copy / "manifest.json").read_text())
         if problem == "tampered":
             shard.write_bytes(shard.read_bytes()[:-100])
@@ -254,10 +255,10 @@ def test_bad_input_stops_before_any_step(tiny_model_dir, sft_run, tmp_path, prob
 
 
 def test_shards_accept_glob_patterns(sft_run):
-    from train.data import expand
+    from mixsd.run_format import expand_run_dirs as expand
 
     assert expand([str(sft_run.parent / "sft-*"), str(sft_run)]) == [sft_run]
-    with pytest.raises(DataError, match="matches no run directory"):
+    with pytest.raises(RunFormatError, match="matches no run directory"):
         expand([str(sft_run.parent / "mixsd-*")])
 
 
@@ -354,7 +355,7 @@ def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, 
     (run,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
                                       out=str(tmp_path / "g"), lam=[0.5], max_new_tokens=6, backend="hf",
                                       dtype="float32", progress=False)).run_all()
-    finish = pq.read_table(run / "shard-00000.parquet").column("finish_reason").to_pylist()
+    finish = pq.read_table(run / "train-00000.parquet").column("finish_reason").to_pylist()
     with pytest.raises(DataError, match="none of the 90 targets was verified"):
         train(config(tiny_model_dir, [run], tmp_path / "refused", max_steps=1))
     final = train(config(tiny_model_dir, [run], tmp_path / "all", max_steps=1, include_unverified=True))

@@ -1,4 +1,4 @@
-from generate.verifier import boxed, contains, extract, is_correct, normalize
+from mixsd.answers import boxed, contains, extract, is_correct, normalize
 
 
 def test_boxed_takes_the_last_balanced_box():

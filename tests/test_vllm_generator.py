@@ -67,7 +67,7 @@ def test_vllm_matches_reference_backend(vllm_engine, hf_engine, tokenizer, lam, 
 
 
 def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, tokenizer, reference_model):
-    from mixsd.randomness import COIN, uniforms
+    from mixsd.randomness import Stream, uniforms
 
     lam = 0.5
     jobs = simple_jobs(tokenizer, 12, lam=lam, temperature=0.0, max_tokens=40)
@@ -77,7 +77,7 @@ def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, token
         expert = next_token_logprobs(reference_model, job.expert_ids, result.tokens)
         naive = next_token_logprobs(reference_model, job.naive_ids, result.tokens)
         positions = torch.arange(len(result.tokens))
-        from_expert = uniforms(torch.tensor(0), torch.tensor(job.key), torch.tensor(0), positions, COIN) >= lam
+        from_expert = uniforms(torch.tensor(0), torch.tensor(job.key), torch.tensor(0), positions, Stream.COIN) >= lam
         chosen = torch.where(from_expert[:, None], expert, naive)
         target = torch.tensor(result.tokens)
         top2 = chosen.topk(2, dim=-1).values
@@ -93,7 +93,7 @@ def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer, reference_mo
     """At temperature 0 each target token is the argmax of the stream its coin picks: the naive stream where
     coin < λ, else the expert's. Checked on what the engine wrote, at every position where the two argmaxes
     differ (elsewhere the token says nothing about the coin)."""
-    from mixsd.randomness import COIN, uniforms
+    from mixsd.randomness import Stream, uniforms
 
     def observed(lam):
         """(positions that followed their coin, informative positions, of them the naive ones)."""
@@ -104,7 +104,7 @@ def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer, reference_mo
             naive_argmax = next_token_logprobs(reference_model, job.naive_ids, tokens).argmax(-1)
             expert_argmax = next_token_logprobs(reference_model, job.expert_ids, tokens).argmax(-1)
             coin = uniforms(torch.tensor(job.seed), torch.tensor(job.key), torch.tensor(job.sample),
-                            torch.arange(len(tokens)), COIN)
+                            torch.arange(len(tokens)), Stream.COIN)
             for t, token in enumerate(tokens):
                 if naive_argmax[t] == expert_argmax[t]:
                     continue
@@ -209,7 +209,7 @@ def test_forced_splits_are_recovered_identically(tokenizer, vllm_engine, cramped
 def test_vllm_run_rows_match_reference_run(vllm_engine, tiny_model_dir, kgfact_small, tmp_path):
     from generate.config import GenerateConfig
     from generate.runner import Generator
-    from generate.shards import read_rows
+    from mixsd.run_format import read_rows
 
     common = dict(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), dtype="float32", lam=[0.3],
                   temperature=1.0, max_new_tokens=32, max_model_len=1024, shard_size=32, progress=False)
@@ -230,7 +230,7 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
     the reference backend's. Run as a CLI subprocess: a second distributed setup cannot share this process."""
     from generate.config import GenerateConfig
     from generate.runner import Generator
-    from generate.shards import read_rows
+    from mixsd.run_format import read_rows
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -263,7 +263,8 @@ def starved_engine(tiny_model_dir, tokenizer, vllm_engine):
 def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine, tokenizer, kgfact_small, tmp_path):
     from generate.config import GenerateConfig
     from generate.runner import Generator
-    from generate.shards import read_manifest, read_rows
+    from generate.shards import read_manifest
+    from mixsd.run_format import read_rows
 
     lines = (kgfact_small / "train.jsonl").read_text().splitlines()
     short, long = json.loads(lines[0]), json.loads(lines[1])
@@ -292,7 +293,7 @@ def test_a_kv_cache_that_does_not_fit_is_one_clear_line(tiny_model_dir, kgfact_s
     (line,) = [l for l in done.stderr.splitlines() if l.startswith("error:")]
     assert "could not get its KV cache: KV cache 4096.000 GiB set by --kv_cache_gib" in line
     assert "Set --kv_cache_gib lower" in line and "Traceback" not in done.stderr
-    assert not list((tmp_path / "out").glob("*/shard-*"))
+    assert not list((tmp_path / "out").glob("*/train-*"))
 
 
 def test_untested_vllm_releases_are_refused_unless_allowed(capsys):

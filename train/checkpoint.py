@@ -10,14 +10,8 @@ from pathlib import Path
 import torch
 
 from mixsd.atomic import atomic_dir
+from mixsd.checkpoints import CHECKPOINT_INFO_FILE, STATE_FILE, checkpoint_info, checkpoints, step_dir
 from mixsd.versions import versions
-
-STATE_FILE = "trainer_state.pt"
-CONFIG_FILE = "train_config.json"
-
-
-def step_dir(out: Path, step: int) -> Path:
-    return out / f"step-{step:06d}"
 
 
 def save(out: Path, step: int, model, tokenizer, optimizer_state: dict, scheduler, position: dict, config: dict,
@@ -29,16 +23,11 @@ def save(out: Path, step: int, model, tokenizer, optimizer_state: dict, schedule
         tokenizer.save_pretrained(tmp)
         torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "position": position,
                     "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])}, tmp / STATE_FILE)
-        (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "step": step, "versions": versions()},
+        (tmp / CHECKPOINT_INFO_FILE).write_text(json.dumps({"config": config, "step": step, "versions": versions()},
                                                   indent=2, sort_keys=True) + "\n")
     for old in checkpoints(out)[:-keep_last]:
         shutil.rmtree(old)
     return final
-
-
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a directory only gets its final name once complete)."""
-    return sorted(p for p in Path(out).glob("step-*") if (p / STATE_FILE).is_file())
 
 
 def load_state(directory: Path) -> dict:
@@ -54,4 +43,4 @@ def restore_rng(state: dict) -> None:
 
 
 def saved_config(directory: Path) -> dict:
-    return json.loads((directory / CONFIG_FILE).read_text())["config"]
+    return checkpoint_info(directory)["config"]

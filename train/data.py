@@ -1,20 +1,13 @@
 """Training examples from shard run directories: checked, tokenized, batched by length, resumable."""
 from __future__ import annotations
 
-import glob
-import json
 from dataclasses import dataclass
-from pathlib import Path
-
-import pyarrow.parquet as pq
 import torch
 
-from mixsd.checksums import file_sha256
 from mixsd.errors import UserError
+from mixsd.run_format import CUT_AT_LENGTH, REQUIRED_COLUMNS, RunManifest, expand_run_dirs
 
-REQUIRED_COLUMNS = ("example_id", "prompt_ids", "expert_prompt_ids", "target_ids")
 IGNORE = -100
-CUT_AT_LENGTH = "length"  # finish_reason of a target that hit max_new_tokens (or the context) before EOS
 
 
 class DataError(UserError, ValueError):
@@ -71,62 +64,26 @@ def select(examples: list[TrainExample], include_unverified: bool, method: str) 
     return keep, counts
 
 
-def _manifest(run_dir: Path) -> dict:
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{run_dir}: no manifest.json (not a generate run directory)")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("complete"):
-        raise DataError(f"{run_dir}: the run is not complete (rerun its generate command to finish it)")
-    return manifest
-
-
-def _identity(manifest: dict) -> tuple:
-    """What must agree across shard runs: the tokenizer and the model family that wrote the token ids."""
-    model = manifest.get("output_settings", {}).get("model", {})
-    return manifest.get("tokenizer"), manifest.get("vocab_size"), model.get("config_sha256") or model.get("hub_id")
-
-
-def expand(patterns: list[str]) -> list[Path]:
-    """Run directories from paths or glob patterns (`runs/generate/mixsd-lam0.3-t0-*`), each matched once."""
-    found: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(map(Path, glob.glob(pattern))) if glob.has_magic(pattern) else [Path(pattern)]
-        if not matches:
-            raise DataError(f"--shards {pattern!r}: matches no run directory")
-        found += [m for m in matches if m not in found]
-    return found
-
-
-def load_examples(run_dirs: list[str]) -> tuple[list[TrainExample], list[dict]]:
-    """Every row of every run (manifest order), after checking presence, checksums, columns and identity."""
+def load_examples(run_dirs: list[str]) -> tuple[list[TrainExample], list[RunManifest]]:
+    """Every row of every finished run (manifest order), after checking presence, checksums, columns and
+    that one tokenizer and model wrote them all."""
     if not run_dirs:
         raise DataError("no shard run directories given (--shards)")
-    examples, manifests, identity = [], [], None
-    for run_dir in expand(run_dirs):
-        manifest = _manifest(run_dir)
-        if identity is None:
-            identity = (_identity(manifest), run_dir)
-        elif _identity(manifest) != identity[0]:
-            raise DataError(f"{run_dir}: written with another tokenizer or model than {identity[1]} "
-                            f"({_identity(manifest)} vs {identity[0]})")
-        for entry in manifest["shards"]:
-            examples += _read_shard(run_dir / entry["file"], entry["sha256"])
+    examples, manifests = [], []
+    for run_dir in expand_run_dirs(run_dirs):
+        manifest = RunManifest.load(run_dir)
+        if manifests and manifest.model_identity() != manifests[0].model_identity():
+            raise DataError(f"{run_dir}: written with another tokenizer or model than {manifests[0].run_dir} "
+                            f"({manifest.model_identity()} vs {manifests[0].model_identity()})")
+        for table in manifest.tables():
+            examples += _examples(table)
         manifests.append(manifest)
     if not examples:
         raise DataError(f"no rows in {', '.join(run_dirs)}")
     return examples, manifests
 
 
-def _read_shard(path: Path, sha256: str) -> list[TrainExample]:
-    if not path.is_file():
-        raise DataError(f"{path}: listed in manifest.json but missing")
-    if file_sha256(path) != sha256:
-        raise DataError(f"{path}: checksum does not match manifest.json (truncated or modified)")
-    table = pq.read_table(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}")
+def _examples(table) -> list[TrainExample]:
     columns = {c: table.column(c).to_pylist() for c in REQUIRED_COLUMNS}
     rows = len(columns["example_id"])
     correct = table.column("correct").to_pylist() if "correct" in table.column_names else [None] * rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mixsd.batching import KVDecoder
-from mixsd.randomness import ROLLOUT_DRAW, example_key, uniforms
+from mixsd.randomness import Stream, example_key, uniforms
 from train.data import TrainExample
 
 
@@ -21,7 +21,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     key, sample_index = torch.tensor(keys, dtype=torch.int64), torch.tensor(samples, dtype=torch.int64)
     for position in range(max_new_tokens):
         probs = torch.softmax(decoder.logits.double() / temperature, dim=-1)
-        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), ROLLOUT_DRAW).to(device)
+        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), Stream.ROLLOUT).to(device)
         cdf = probs.cumsum(-1)
         tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
         for row in alive.nonzero(as_tuple=True)[0].tolist():

@@ -12,10 +12,12 @@ import torch
 from tqdm import tqdm
 
 from mixsd.atomic import write_json
+from mixsd.checkpoints import RUN_INFO_FILE
 from mixsd.config import to_dict
 from mixsd.errors import UserError
 from mixsd.lock import output_lock
 from mixsd.models import load_tokenizer
+from mixsd.run_format import RunManifest
 from train import checkpoint, data
 from train.config import TrainConfig
 from train.distributed import Distributed
@@ -234,15 +236,15 @@ def _resume_point(out: Path, config: TrainConfig) -> Path | None:
     return existing[-1]
 
 
-def _write_run_info(out: Path, config: TrainConfig, manifests: list[dict], counts: data.RowCounts, steps: int,
+def _write_run_info(out: Path, config: TrainConfig, manifests: list[RunManifest], counts: data.RowCounts, steps: int,
                     world: int):
     from mixsd.versions import versions
 
-    write_json(out / "train_config.json", {
+    write_json(out / RUN_INFO_FILE, {
         "config": to_dict(config), "versions": versions(), "examples": counts.used, "data": asdict(counts),
         "total_steps": steps,
-        "world_size": world, "shards": [{"run": m.get("config_hash"), "lam": m.get("config", {}).get("lam"),
-                                         "method": m.get("config", {}).get("method")} for m in manifests],
+        "world_size": world, "shards": [{"run": m.config_hash, "lam": m.config.get("lam"),
+                                         "method": m.config.get("method")} for m in manifests],
     })
 
 

@@ -1,4 +1,5 @@
-"""Naive and expert prompts, tokenized once with the model's own chat template."""
+"""Naive and expert prompts, tokenized once with the model's own chat template (generate builds its pairs
+with them; evaluate asks its questions the same way)."""
 from __future__ import annotations
 
 from corpora.schema import Example

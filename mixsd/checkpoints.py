@@ -1,0 +1,46 @@
+"""The contract between train and the stages that read its output: the layout of a training directory.
+
+OUT/train_config.json     the run: resolved config, versions, data counts, the shard runs it read
+OUT/metrics.jsonl         one line per step
+OUT/step-NNNNNN/          a checkpoint: a Hugging Face model directory (vLLM and transformers load it) plus
+    trainer_state.pt      what resuming needs (optimizer, scheduler, RNG, data position)
+    checkpoint.json       the config and versions that wrote this checkpoint, and its step
+A checkpoint directory only gets its final name once complete, so a listed one is whole.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RUN_INFO_FILE = "train_config.json"
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT_INFO_FILE = "checkpoint.json"
+_OLD_CHECKPOINT_INFO_FILE = "train_config.json"  # before the rename: two documents of one name, told apart
+
+
+def step_dir(out: Path, step: int) -> Path:
+    return Path(out) / f"step-{step:06d}"
+
+
+def step_of(directory: Path) -> int:
+    return int(Path(directory).name.split("-")[1])
+
+
+def checkpoints(out: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    return sorted(p for p in Path(out).glob("step-*") if (p / STATE_FILE).is_file())
+
+
+def checkpoint_info(directory: Path) -> dict:
+    """{config, step, versions} of one checkpoint (also from checkpoints written before the rename)."""
+    for name in (CHECKPOINT_INFO_FILE, _OLD_CHECKPOINT_INFO_FILE):
+        path = Path(directory) / name
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"{directory}: no {CHECKPOINT_INFO_FILE}")
+
+
+def run_info(out: str | Path) -> dict | None:
+    """OUT/train_config.json, or None where OUT is not a training run."""
+    path = Path(out) / RUN_INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
