@@ -364,3 +364,20 @@ def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, 
     assert 0 < saved["cut_at_length"] and finish.count("length") <= saved["cut_at_length"]
     assert "data: 90 of 90 rows used (0 with unverified targets dropped" in capsys.readouterr().out
     assert final.name == "step-000001"
+    # The loss is normalized by the tokens that carry a label: a cut target has no EOS label to count.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.data import collate, epoch_order, load_examples
+
+    examples = load_examples([str(run)])[0]
+    batch = [examples[i] for i in epoch_order(len(examples), 0, 0)[:8]]
+    assert any(not e.ended for e in batch)
+    eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
+    tensors = collate(batch, eos_id=eos, pad_id=eos)
+    with torch.no_grad():
+        logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(
+            input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tensors["labels"][:, 1:].flatten(),
+                                                 ignore_index=IGNORE)  # mean over labelled tokens
+    logged = json.loads((tmp_path / "all" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert logged == pytest.approx(float(expected), rel=1e-5)

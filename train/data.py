@@ -28,8 +28,12 @@ class TrainExample:
         the model to stop there would teach it to stop mid-sentence."""
         return self.target_ids + [eos_id] if self.ended else list(self.target_ids)
 
+    def label_count(self) -> int:
+        """Tokens the loss is taken over: the target, and EOS where it ended."""
+        return len(self.target_ids) + int(self.ended)
+
     def __len__(self) -> int:
-        return len(self.prompt_ids) + len(self.target_ids) + int(self.ended)
+        return len(self.prompt_ids) + self.label_count()
 
 
 @dataclass(frozen=True)

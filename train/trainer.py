@@ -119,7 +119,7 @@ def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, devic
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
     if config.method == "opsd":
         return _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast)
-    local_tokens = sum(len(e.target_ids) + 1 for e in batch)
+    local_tokens = sum(e.label_count() for e in batch)
     global_tokens = dist.sum(local_tokens)
     total = 0.0
     for i, group in enumerate(groups):
