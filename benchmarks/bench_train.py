@@ -16,7 +16,6 @@ import time
 import fire
 import torch
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def _peak_memory_gib() -> float:
@@ -118,7 +117,9 @@ def main(model: str = "models/smollm2-135m-instruct", shards: str = "", steps: i
         from transformers import AutoConfig, AutoModelForCausalLM
 
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).parameters())
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None)
+        from mixsd.devices import peak_flops
+
+        peak = peak_flops(torch.device("cuda"))
         if peak:
             print(f"MFU (ours): {6 * params * ours['tokens_per_s'] / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
 

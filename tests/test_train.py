@@ -381,3 +381,63 @@ def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, 
                                                  ignore_index=IGNORE)  # mean over labelled tokens
     logged = json.loads((tmp_path / "all" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert logged == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_tensorboard_events_match_metrics_and_survive_a_resume(tiny_model_dir, sft_run, tmp_path):
+    """`--log tensorboard`: event files next to metrics.jsonl, one scalar per number per step. A run resumed
+    from step 2 after steps 3-4 were logged (killed before its step-4 checkpoint) logs them again; read
+    back, every step appears once, with the values of the resumed run."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    train(config(tiny_model_dir, [sft_run], out, max_steps=4, save_every=2, keep_last=5, log="tensorboard"))
+    shutil.rmtree(out / "step-000004")
+    train(config(tiny_model_dir, [sft_run], out, max_steps=4, save_every=2, keep_last=5, log="tensorboard",
+                 resume=True))
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/tokens_per_s", "train/grad_norm"} <= set(events.Tags()["scalars"])
+    for key in ("loss", "grad_norm", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert [s for s, _ in logged] == [1, 2, 3, 4]
+        assert [v for _, v in logged] == pytest.approx([r[key] for r in rows], rel=1e-6)
+
+
+def test_unknown_or_missing_log_sinks_are_refused_and_wandb_logs_offline(tiny_model_dir, sft_run, tmp_path,
+                                                                         monkeypatch):
+    """W&B itself is not installed here: a stand-in module records what the loop sends it."""
+    import importlib.util
+    import sys
+    import types
+
+    from mixsd.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--log: unknown \['mlflow'\]"):
+        config(tiny_model_dir, [sft_run], tmp_path / "a", log="mlflow")
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match=r"--log wandb: the `wandb` package is not installed"):
+            config(tiny_model_dir, [sft_run], tmp_path / "a", log="wandb")
+    calls = []
+
+    class Run:
+        def log(self, values, step):
+            calls.append(("log", step, values))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    def init(**kwargs):
+        calls.append(("init", kwargs))
+        return Run()
+
+    fake = types.ModuleType("wandb")
+    fake.init, fake.__spec__ = init, importlib.machinery.ModuleSpec("wandb", None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(config(tiny_model_dir, [sft_run], tmp_path / "w", max_steps=2, log="wandb"))
+    assert calls[0][0] == "init" and calls[0][1]["mode"] == "offline" and calls[0][1]["dir"] == str(tmp_path / "w")
+    assert calls[0][1]["config"]["log"] == "wandb"
+    assert [(c[0], c[1]) for c in calls[1:3]] == [("log", 1), ("log", 2)] and "train/loss" in calls[1][2]
+    assert calls[-1] == ("finish",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mixsd.config import ConfigError
+from train.logs import parse_sinks
 
 METHODS = ("mixsd", "sft", "opsd")
 SCHEDULES = ("constant", "cosine")
@@ -36,6 +37,7 @@ class TrainConfig:
     progress: bool = True
     mmap_threshold_kib: int = 1024  # CPU: fixed glibc mmap threshold against heap creep (train/memory.py); 0: off
     include_unverified: bool = False  # SFT/MixSD: also train on targets the generator marked wrong
+    log: str = ""                   # extra metric sinks besides metrics.jsonl: tensorboard, wandb (comma-separated)
     # OPSD only
     rollouts: int = 8
     rollout_temperature: float = 1.0
@@ -60,3 +62,4 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        parse_sinks(self.log)

@@ -1,7 +1,6 @@
 """The training loop: plain PyTorch, readable top to bottom. `train(config)` is the whole stage."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -14,6 +13,7 @@ from tqdm import tqdm
 from mixsd.atomic import write_json
 from mixsd.checkpoints import RUN_INFO_FILE
 from mixsd.config import to_dict
+from mixsd.devices import peak_flops, training_flops_per_token
 from mixsd.errors import UserError
 from mixsd.lock import output_lock
 from mixsd.models import load_tokenizer
@@ -21,6 +21,7 @@ from mixsd.run_format import RunManifest
 from train import checkpoint, data
 from train.config import TrainConfig
 from train.distributed import Distributed
+from train.logs import StepLog, parse_sinks, progress_fields
 from train.memory import fix_mmap_threshold
 from train.opsd import opsd_loss
 
@@ -81,32 +82,40 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
         step = state["position"]["step"]
     if dist.is_main:
         _write_run_info(out, config, manifests, counts, total_steps, dist.world)
-    metrics = _MetricsLog(out / "metrics.jsonl", keep_through=step, enabled=dist.is_main)
+    log = StepLog(out, parse_sinks(config.log), keep_through=step, enabled=dist.is_main, run_config=to_dict(config))
+    peak = peak_flops(device)  # MFU where the device's peak is known
+    flops_per_token = training_flops_per_token(model)
 
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (config.progress and dist.is_main))
-    while step < total_steps:
-        epoch, index = divmod(step, per_epoch)
-        order = data.epoch_order(len(examples), config.seed, epoch)
-        batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
-        result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
-                             device, step)
-        scheduler.step()
-        step += 1
-        seconds = time.perf_counter() - start
-        metrics.write({"step": step, "epoch": epoch, "loss": result.loss, "lr": lr,
-                       "grad_norm": result.grad_norm, "tokens": result.tokens, "seconds": round(seconds, 4),
-                       "tokens_per_s": result.tokens / seconds, "padding_fraction": result.padding})
-        bar.update(1)
-        bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{result.tokens / seconds:.0f}", refresh=False)
-        if (config.save_every and step % config.save_every == 0) or step == total_steps:
-            model_state, optimizer_state = dist.gather_state(model, optimizer)  # every process, for FSDP
-            if dist.is_main:
-                checkpoint.save(out, step, model, tokenizer, optimizer_state, scheduler, {"step": step},
-                                to_dict(config), config.keep_last, model_state=model_state)
-            dist.barrier()
-    bar.close()
+    try:
+        while step < total_steps:
+            epoch, index = divmod(step, per_epoch)
+            order = data.epoch_order(len(examples), config.seed, epoch)
+            batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
+            start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
+            result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
+                                 device, step)
+            scheduler.step()
+            step += 1
+            seconds = time.perf_counter() - start
+            record = {"step": step, "epoch": epoch, "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
+                      "tokens": result.tokens, "seconds": round(seconds, 4), "tokens_per_s": result.tokens / seconds,
+                      "padding_fraction": result.padding}
+            if peak:  # tokens are the global batch's: each of the world's devices did its share
+                record["mfu"] = flops_per_token * result.tokens / seconds / (peak * dist.world)
+            log.write(record)
+            bar.update(1)
+            bar.set_postfix(progress_fields(record), refresh=False)
+            if (config.save_every and step % config.save_every == 0) or step == total_steps:
+                model_state, optimizer_state = dist.gather_state(model, optimizer)  # every process, for FSDP
+                if dist.is_main:
+                    checkpoint.save(out, step, model, tokenizer, optimizer_state, scheduler, {"step": step},
+                                    to_dict(config), config.keep_last, model_state=model_state)
+                dist.barrier()
+    finally:  # what was logged stays readable, also when a step fails
+        bar.close()
+        log.close()
     dist.close()
     return checkpoint.step_dir(out, step)
 
@@ -229,7 +238,7 @@ def _resume_point(out: Path, config: TrainConfig) -> Path | None:
     if not config.resume:
         raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
     saved = checkpoint.saved_config(existing[-1])
-    differs = sorted(k for k, v in to_dict(config).items() if k not in ("resume", "progress") and saved.get(k) != v)
+    differs = sorted(k for k, v in to_dict(config).items() if k not in ("resume", "progress", "log") and saved.get(k) != v)
     if differs:
         raise TrainingError(f"{existing[-1]} was trained with other settings ({', '.join(differs)}); "
                             "refusing to resume into it")
@@ -246,22 +255,3 @@ def _write_run_info(out: Path, config: TrainConfig, manifests: list[RunManifest]
         "world_size": world, "shards": [{"run": m.config_hash, "lam": m.config.get("lam"),
                                          "method": m.config.get("method")} for m in manifests],
     })
-
-
-class _MetricsLog:
-    """One JSON line per step. On resume, lines after the checkpoint are dropped so the curve stays whole."""
-
-    def __init__(self, path: Path, keep_through: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if path.exists():
-            kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= keep_through]
-        path.write_text("".join(l + "\n" for l in kept))
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
