@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mixsd.batching import KVDecoder
+from mixsd.batching import decode
 from mixsd.config import ConfigError
 
 
@@ -69,21 +69,7 @@ class HFGreedy:
 
     @torch.no_grad()
     def _batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        decoder = KVDecoder(self.model, prompts)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        completions: list[list[int]] = [[] for _ in prompts]
-        for _ in range(max_new_tokens):
-            tokens = decoder.logits.argmax(-1)
-            for row in (~done).nonzero(as_tuple=True)[0].tolist():
-                token = int(tokens[row])
-                if token in self.stops:
-                    done[row] = True
-                else:
-                    completions[row].append(token)
-            if bool(done.all()):
-                break
-            decoder.feed(tokens)
-        return completions
+        return decode(self.model, prompts, max_new_tokens, lambda logits, _: logits.argmax(-1), self.stops)
 
 
 class VLLMGreedy:

@@ -40,6 +40,27 @@ class KVDecoder:
         self.logits = out.logits[:, -1].float()
 
 
+def decode(model, prompts: list[list[int]], max_new_tokens: int, choose, stop_ids, pad_id: int = 0) -> list[list[int]]:
+    """The decode loop of the transformers paths (evaluation's greedy backend, OPSD's rollouts):
+    `choose(logits, position)` picks every row's next token; a row ends at a token of `stop_ids` (not kept) or
+    after `max_new_tokens`."""
+    decoder = KVDecoder(model, prompts, pad_id)
+    completions: list[list[int]] = [[] for _ in prompts]
+    alive = torch.ones(len(prompts), dtype=torch.bool, device=decoder.logits.device)
+    for position in range(max_new_tokens):
+        tokens = choose(decoder.logits, position)
+        for row in alive.nonzero(as_tuple=True)[0].tolist():
+            token = int(tokens[row])
+            if token in stop_ids:
+                alive[row] = False
+            else:
+                completions[row].append(token)
+        if not bool(alive.any()):
+            break
+        decoder.feed(tokens)
+    return completions
+
+
 def continuation_logprobs(model, sequences: list[list[int]], prompt_lengths: list[int]) -> list[torch.Tensor]:
     """One forward over left-padded `sequences`; per row, the float32 log-distributions at the positions that
     predict each continuation token (the prompt's last position through the second-to-last token)."""

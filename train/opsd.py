@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mixsd.batching import KVDecoder
+from mixsd.batching import decode
 from mixsd.randomness import Stream, example_key, uniforms
 from train.data import TrainExample
 
@@ -14,25 +14,15 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
            seed: int, keys: list[int], samples: list[int]) -> list[list[int]]:
     """Batched sampling with a KV cache. Row r's token at position t is drawn by inverse CDF from the uniform of
     (seed, keys[r], samples[r], t): a rollout does not depend on which rows share its batch or process."""
-    decoder = KVDecoder(model, prompts, pad_id)
-    device = decoder.logits.device
-    completions = [[] for _ in prompts]
-    alive = torch.ones(len(prompts), dtype=torch.bool, device=device)
     key, sample_index = torch.tensor(keys, dtype=torch.int64), torch.tensor(samples, dtype=torch.int64)
-    for position in range(max_new_tokens):
-        probs = torch.softmax(decoder.logits.double() / temperature, dim=-1)
-        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), Stream.ROLLOUT).to(device)
+
+    def draw(logits: torch.Tensor, position: int) -> torch.Tensor:
+        probs = torch.softmax(logits.double() / temperature, dim=-1)
+        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), Stream.ROLLOUT).to(logits.device)
         cdf = probs.cumsum(-1)
-        tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
-        for row in alive.nonzero(as_tuple=True)[0].tolist():
-            if int(tokens[row]) == eos_id:
-                alive[row] = False
-            else:
-                completions[row].append(int(tokens[row]))
-        if not bool(alive.any()):
-            break
-        decoder.feed(tokens)
-    return completions
+        return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
+
+    return decode(model, prompts, max_new_tokens, draw, {eos_id}, pad_id)
 
 
 def _completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int):

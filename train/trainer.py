@@ -86,6 +86,8 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     peak = peak_flops(device)  # MFU where the device's peak is known
     flops_per_token = training_flops_per_token(model)
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
+    ctx = StepContext(ddp_model, teacher, tokenizer, optimizer, config, dist, device, autocast)
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (config.progress and dist.is_main))
     try:
         while step < total_steps:
@@ -94,8 +96,7 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
             batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
-            result = _train_step(ddp_model, teacher, batch[dist.rank::dist.world], tokenizer, optimizer, config, dist,
-                                 device, step)
+            result = _train_step(ctx, batch[dist.rank::dist.world], step)
             scheduler.step()
             step += 1
             seconds = time.perf_counter() - start
@@ -120,28 +121,57 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     return checkpoint.step_dir(out, step)
 
 
-def _train_step(model, teacher, batch, tokenizer, optimizer, config, dist, device, step) -> StepResult:
-    """One optimizer step over this process's share of the batch, loss normalized by the number of target
-    tokens of the whole global batch (across micro-batches and processes)."""
-    model.train()
-    groups = data.micro_batches(batch, config.micro_batch_size)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
-    if config.method == "opsd":
-        return _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast)
-    local_tokens = sum(e.label_count() for e in batch)
-    global_tokens = dist.sum(local_tokens)
-    total = 0.0
+@dataclass
+class StepContext:
+    """What every optimizer step works with (fixed for the whole run)."""
+    model: torch.nn.Module              # the student as the step runs it (DDP/FSDP wrapped, or plain)
+    teacher: torch.nn.Module | None     # OPSD's frozen base model
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    dist: Distributed
+    device: torch.device
+    autocast: object                    # a context manager: bf16 autocast or nothing
+
+
+def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
+    """SFT and MixSD: the summed NLL of the target tokens (and EOS where the target ended); (loss, labelled
+    tokens, tokens processed)."""
+    collated = data.collate(group, ctx.tokenizer.eos_token_id, _pad_id(ctx.tokenizer))
+    tensors = {k: v.to(ctx.device) for k, v in collated.items()}
+    return _summed_nll(ctx.model, tensors, ctx.autocast), sum(e.label_count() for e in group), sum(map(len, group))
+
+
+def opsd_step_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
+    """OPSD: the summed reverse KL over the group's rollouts; (loss, completion tokens, completion tokens)."""
+    summed, tokens = opsd_loss(ctx.model, ctx.teacher, group, ctx.tokenizer, ctx.config, step, ctx.autocast)
+    return summed, tokens, tokens
+
+
+LOSSES = {"sft": nll_loss, "mixsd": nll_loss, "opsd": opsd_step_loss}
+
+
+def _train_step(ctx: StepContext, batch: list[data.TrainExample], step: int) -> StepResult:
+    """One optimizer step over this process's share of the batch. Each micro-batch's forward and backward run
+    together (inside no_sync but the last, whose backward all-reduces everything) and its graph dies before
+    the next. The summed loss is back-propagated and the gradients are divided by the number of loss tokens of
+    the whole global batch at the end: the same gradient as normalizing first, and it works for OPSD, whose
+    token count is known only after its rollouts."""
+    ctx.model.train()
+    groups = data.micro_batches(batch, ctx.config.micro_batch_size)
+    loss_fn = LOSSES[ctx.config.method]
+    total, loss_tokens, processed = 0.0, 0, 0
     for i, group in enumerate(groups):
-        tensors = {k: v.to(device) for k, v in data.collate(group, tokenizer.eos_token_id, _pad_id(tokenizer)).items()}
-        with dist.no_sync(model, last=i == len(groups) - 1):
-            nll = _summed_nll(model, tensors, autocast)
-            # DDP averages gradients over processes; scaling by the world size turns that into a global sum.
-            (nll / global_tokens * dist.world).backward()
-        total += nll.item()
-    loss = _checked(dist.sum(total) / global_tokens, step)
-    grad_norm = _clip_and_step(model, optimizer, config)
-    tokens = sum(len(e) for e in batch)
-    return StepResult(loss, grad_norm, dist.sum(tokens), data.padding_fraction(groups))
+        with ctx.dist.no_sync(ctx.model, last=i == len(groups) - 1):
+            summed, labelled, seen = loss_fn(ctx, group, step)
+            (summed * ctx.dist.world).backward()  # DDP averages over processes: this makes it a global sum
+        total, loss_tokens, processed = total + summed.item(), loss_tokens + labelled, processed + seen
+        del summed
+    global_tokens = ctx.dist.sum(loss_tokens)
+    _scale_gradients(ctx.model, 1.0 / max(global_tokens, 1))
+    loss = _checked(ctx.dist.sum(total) / max(global_tokens, 1), step)
+    grad_norm = _clip_and_step(ctx.model, ctx.optimizer, ctx.config)
+    return StepResult(loss, grad_norm, ctx.dist.sum(processed), data.padding_fraction(groups))
 
 
 def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
@@ -157,25 +187,6 @@ def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
                        logits_to_keep=keep).logits
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels[:, first:].flatten(),
                                              ignore_index=data.IGNORE, reduction="sum")
-
-
-def _opsd_step(model, teacher, groups, tokenizer, optimizer, config, dist, device, step, autocast) -> StepResult:
-    """Each micro-batch's rollouts, forward and backward run inside one no_sync block (the last one outside, so
-    its backward all-reduces everything), and its graph dies before the next. The number of completion
-    tokens is known only after all rollouts, so the summed loss is back-propagated and the gradients are
-    divided by the global token count at the end: the same gradient as normalizing first."""
-    total, count = 0.0, 0
-    for i, group in enumerate(groups):
-        with dist.no_sync(model, last=i == len(groups) - 1):
-            summed, tokens = opsd_loss(model, teacher, group, tokenizer, config, step, autocast)
-            (summed * dist.world).backward()  # DDP averages over processes: this makes it a global sum
-        total, count = total + summed.item(), count + tokens
-        del summed
-    global_tokens = dist.sum(count)
-    _scale_gradients(model, 1.0 / max(global_tokens, 1))
-    loss = _checked(dist.sum(total) / max(global_tokens, 1), step)
-    grad_norm = _clip_and_step(model, optimizer, config)
-    return StepResult(loss, grad_norm, global_tokens, data.padding_fraction(groups))
 
 
 def _scale_gradients(model, factor: float) -> None:
