@@ -70,7 +70,10 @@ demo: install base corpus
 	$(PY) -m evaluate.sweep --config $(DEMO_CONFIG) --runs $(DEMO_RUNS)
 	$(PY) -m evaluate.report --runs $(DEMO_RUNS) --eval_dir runs/demo/eval --base $(BASE_DIR) --out runs/demo
 
+# Lint and format check first (seconds), then the tests.
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -m "not slow" tests
 
 test-slow: install

@@ -1,4 +1,5 @@
 """`python -m corpora {kgfact,kgfunc,check,convert}`: build, validate and convert corpora."""
+
 from __future__ import annotations
 
 from pathlib import Path

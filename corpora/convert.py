@@ -3,6 +3,7 @@
 Each converter takes a path and yields Examples; structural problems raise CorpusError with file, line
 and field. QA answers are wrapped in the KGFact target form so one verifier serves every corpus.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,14 @@ from corpora.schema import CorpusError, Example
 
 
 def _qa(prefix: str, index: int, k: int, split: str, question: str, answer: str, **extra) -> Example:
-    return Example(id=f"{prefix}-{index:05d}-{split}-{k}", question=question, answer=boxed_target(answer),
-                   clear_answer=answer, split=split, **extra)
+    return Example(
+        id=f"{prefix}-{index:05d}-{split}-{k}",
+        question=question,
+        answer=boxed_target(answer),
+        clear_answer=answer,
+        split=split,
+        **extra,
+    )
 
 
 def _strings(record, name, path, line) -> list[str]:
@@ -81,8 +88,15 @@ def dune(path: Path) -> Iterator[Example]:
         for k, item in enumerate(field(r, "test_inputs", list, path, line)):
             key_q = "question" if isinstance(item, dict) and "question" in item else "input"
             key_a = "answer" if isinstance(item, dict) and "answer" in item else "target"
-            yield _qa("dune", i, k, "train", field(item, key_q, str, path, line),
-                      field(item, key_a, str, path, line), context=context)
+            yield _qa(
+                "dune",
+                i,
+                k,
+                "train",
+                field(item, key_q, str, path, line),
+                field(item, key_a, str, path, line),
+                context=context,
+            )
 
 
 def simpleqa(path: Path) -> Iterator[Example]:
@@ -108,12 +122,22 @@ def gsm8k(path: Path) -> Iterator[Example]:
             raise CorpusError(path, line, "answer", "does not end in '#### N'")
         number = match.group(1).replace(",", "")
         reasoning = _CALCULATOR.sub("", answer.strip()[: match.start()]).strip()
-        yield Example(id=f"gsm8k-{i:05d}", question=question, answer=f"{reasoning}\n\n\\boxed{{{number}}}",
-                      clear_answer=number, split="train")
+        yield Example(
+            id=f"gsm8k-{i:05d}",
+            question=question,
+            answer=f"{reasoning}\n\n\\boxed{{{number}}}",
+            clear_answer=number,
+            split="train",
+        )
 
 
 FORMATS: dict[str, Callable[[Path], Iterator[Example]]] = {
-    "zsre": zsre, "counterfact": counterfact, "mquake": mquake, "dune": dune, "simpleqa": simpleqa, "gsm8k": gsm8k,
+    "zsre": zsre,
+    "counterfact": counterfact,
+    "mquake": mquake,
+    "dune": dune,
+    "simpleqa": simpleqa,
+    "gsm8k": gsm8k,
 }
 
 

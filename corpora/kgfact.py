@@ -6,6 +6,7 @@ Splits written:
 - compositional: 2-hop questions over two train facts (a -r1-> b -r2-> c, asking for c);
 - retrieval:     the train question with the fact hidden among distractor facts in the context.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,8 +31,8 @@ class KGFactConfig:
     size: str = "small"
     seed: int = 0
     paraphrases_per_fact: int = 2
-    compositional: int = 100       # at most this many 2-hop questions
-    distractors: int = 50          # facts around the true one in the retrieval split
+    compositional: int = 100  # at most this many 2-hop questions
+    distractors: int = 50  # facts around the true one in the retrieval split
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -78,8 +79,12 @@ def build_world(config: KGFactConfig) -> tuple[dict[str, list[str]], list[Fact]]
 def train_examples(facts: list[Fact]) -> list[Example]:
     return [
         Example(
-            id=f"train-{f.index:05d}", question=sentence(f.relation.questions[0].format(s=f.subject)),
-            answer=boxed_target(f.obj), clear_answer=f.obj, subject=f.subject, split="train",
+            id=f"train-{f.index:05d}",
+            question=sentence(f.relation.questions[0].format(s=f.subject)),
+            answer=boxed_target(f.obj),
+            clear_answer=f.obj,
+            subject=f.subject,
+            split="train",
             meta={"relation": f.relation.name, "fact": f.index, "statement": f.statement()},
         )
         for f in facts
@@ -91,11 +96,17 @@ def paraphrase_examples(facts: list[Fact], config: KGFactConfig, rng: random.Ran
     for f in facts:
         templates = paraphrase_templates(f.relation)
         for k, template in enumerate(rng.sample(templates, min(config.paraphrases_per_fact, len(templates)))):
-            examples.append(Example(
-                id=f"paraphrase-{f.index:05d}-{k}", question=sentence(template.format(s=f.subject)),
-                answer=boxed_target(f.obj), clear_answer=f.obj, subject=f.subject, split="paraphrase",
-                meta={"relation": f.relation.name, "fact": f.index, "template": templates.index(template)},
-            ))
+            examples.append(
+                Example(
+                    id=f"paraphrase-{f.index:05d}-{k}",
+                    question=sentence(template.format(s=f.subject)),
+                    answer=boxed_target(f.obj),
+                    clear_answer=f.obj,
+                    subject=f.subject,
+                    split="paraphrase",
+                    meta={"relation": f.relation.name, "fact": f.index, "template": templates.index(template)},
+                )
+            )
     return examples
 
 
@@ -108,18 +119,31 @@ def compositional_examples(facts: list[Fact], config: KGFactConfig, rng: random.
     by_subject: dict[str, list[Fact]] = {}
     for f in facts:
         by_subject.setdefault(f.subject, []).append(f)
-    chains = [(first, second) for first in facts for second in by_subject.get(first.obj, [])
-              if _bare_core(second.relation) is not None]
+    chains = [
+        (first, second)
+        for first in facts
+        for second in by_subject.get(first.obj, [])
+        if _bare_core(second.relation) is not None
+    ]
     chosen = sorted(rng.sample(chains, min(config.compositional, len(chains))), key=lambda c: (c[0].index, c[1].index))
     examples = []
     for k, (first, second) in enumerate(chosen):
         hop = first.relation.phrase.format(s=first.subject)
-        examples.append(Example(
-            id=f"compositional-{k:05d}", question=sentence(_bare_core(second.relation).format(s=hop)),
-            answer=boxed_target(second.obj), clear_answer=second.obj, subject=first.subject, split="compositional",
-            meta={"facts": [first.index, second.index], "bridge": first.obj,
-                  "relations": [first.relation.name, second.relation.name]},
-        ))
+        examples.append(
+            Example(
+                id=f"compositional-{k:05d}",
+                question=sentence(_bare_core(second.relation).format(s=hop)),
+                answer=boxed_target(second.obj),
+                clear_answer=second.obj,
+                subject=first.subject,
+                split="compositional",
+                meta={
+                    "facts": [first.index, second.index],
+                    "bridge": first.obj,
+                    "relations": [first.relation.name, second.relation.name],
+                },
+            )
+        )
     return examples
 
 
@@ -129,12 +153,18 @@ def retrieval_examples(facts: list[Fact], config: KGFactConfig, rng: random.Rand
         others = [g for g in facts if g.index != f.index]
         shown = rng.sample(others, min(config.distractors, len(others))) + [f]
         rng.shuffle(shown)
-        examples.append(Example(
-            id=f"retrieval-{f.index:05d}", question=sentence(f.relation.questions[0].format(s=f.subject)),
-            answer=boxed_target(f.obj), clear_answer=f.obj, subject=f.subject, split="retrieval",
-            context="\n".join(g.statement() for g in shown),
-            meta={"relation": f.relation.name, "fact": f.index, "distractors": len(shown) - 1},
-        ))
+        examples.append(
+            Example(
+                id=f"retrieval-{f.index:05d}",
+                question=sentence(f.relation.questions[0].format(s=f.subject)),
+                answer=boxed_target(f.obj),
+                clear_answer=f.obj,
+                subject=f.subject,
+                split="retrieval",
+                context="\n".join(g.statement() for g in shown),
+                meta={"relation": f.relation.name, "fact": f.index, "distractors": len(shown) - 1},
+            )
+        )
     return examples
 
 
@@ -158,14 +188,25 @@ def write(config: KGFactConfig) -> str:
         write_jsonl(out / f"{name}.jsonl", examples)
     world = {
         "entities": entities,
-        "facts": [{"index": f.index, "relation": f.relation.name, "subject": f.subject, "object": f.obj,
-                   "statement": f.statement()} for f in facts],
+        "facts": [
+            {
+                "index": f.index,
+                "relation": f.relation.name,
+                "subject": f.subject,
+                "object": f.obj,
+                "statement": f.statement(),
+            }
+            for f in facts
+        ],
     }
     write_json(out / "world.json", world)
     stats = {
-        "generator": GENERATOR_VERSION, "config": vars(config) | {"out": None},
-        "domains": sorted(entities), "entities": sum(len(v) for v in entities.values()),
-        "relations": sorted({f.relation.name for f in facts}), "facts": len(facts),
+        "generator": GENERATOR_VERSION,
+        "config": vars(config) | {"out": None},
+        "domains": sorted(entities),
+        "entities": sum(len(v) for v in entities.values()),
+        "relations": sorted({f.relation.name for f in facts}),
+        "facts": len(facts),
         "splits": {name: len(examples) for name, examples in splits.items()},
     }
     write_json(out / "stats.json", stats)

@@ -4,6 +4,7 @@ Prompts hold `shots` solved examples of each operation involved (input and resul
 by step and end in `\\boxed{N}`. Splits: train, test (held-out inputs), compositional (chains of three
 operations with offsets), unseen (simple operations never trained: a probe for forgetting).
 """
+
 from __future__ import annotations
 
 import random
@@ -40,7 +41,7 @@ def sample_input(rng: random.Random) -> int:
     """Even over digit lengths 1..5, then uniform within the length."""
     length = rng.randint(1, MAX_DIGITS)
     low = 0 if length == 1 else 10 ** (length - 1)
-    return rng.randint(low, 10 ** length - 1)
+    return rng.randint(low, 10**length - 1)
 
 
 def distinct_inputs(rng: random.Random, count: int, exclude: set[int]) -> list[int]:
@@ -61,15 +62,21 @@ def shots_block(op: Operation, rng: random.Random, shots: int, avoid: int) -> st
 def prompt(ops: list[Operation], expression: str, rng: random.Random, shots: int, avoid: int) -> str:
     names = ", ".join(op.name for op in ops)
     blocks = "\n\n".join(f"Examples of {op.name}:\n{shots_block(op, rng, shots, avoid)}" for op in ops)
-    return (f"The operation{'s' if len(ops) > 1 else ''} {names} map{'' if len(ops) > 1 else 's'} whole numbers "
-            f"to whole numbers.\n\n{blocks}\n\nWhat is {expression}? Compute it step by step.")
+    return (
+        f"The operation{'s' if len(ops) > 1 else ''} {names} map{'' if len(ops) > 1 else 's'} whole numbers "
+        f"to whole numbers.\n\n{blocks}\n\nWhat is {expression}? Compute it step by step."
+    )
 
 
 def single_example(op: Operation, x: int, split: str, index: int, rng: random.Random, shots: int) -> Example:
     value, steps = op.compute(x)
     return Example(
-        id=f"{split}-{op.name}-{index:05d}", question=prompt([op], f"{op.name}({x})", rng, shots, x),
-        answer="\n".join(steps) + f"\n\n\\boxed{{{value}}}", clear_answer=str(value), subject=op.name, split=split,
+        id=f"{split}-{op.name}-{index:05d}",
+        question=prompt([op], f"{op.name}({x})", rng, shots, x),
+        answer="\n".join(steps) + f"\n\n\\boxed{{{value}}}",
+        clear_answer=str(value),
+        subject=op.name,
+        split=split,
         meta={"operations": [op.name], "input": x},
     )
 
@@ -85,14 +92,24 @@ def chain_example(index: int, rng: random.Random, shots: int) -> Example | None:
     v2, s2 = middle.compute(v1 + a)
     b = rng.randint(0, min(v2, 999))
     v3, s3 = outer.compute(v2 - b)
-    steps = ([f"First, {inner.name}({x}):"] + s1 + [f"So {inner.name}({x}) = {v1}, and {v1} + {a} = {v1 + a}.",
-             f"Next, {middle.name}({v1 + a}):"] + s2 + [f"So {middle.name}({v1 + a}) = {v2}, and {v2} - {b} = {v2 - b}.",
-             f"Finally, {outer.name}({v2 - b}):"] + s3 + [f"So the result is {v3}."])
+    steps = (
+        [f"First, {inner.name}({x}):"]
+        + s1
+        + [f"So {inner.name}({x}) = {v1}, and {v1} + {a} = {v1 + a}.", f"Next, {middle.name}({v1 + a}):"]
+        + s2
+        + [f"So {middle.name}({v1 + a}) = {v2}, and {v2} - {b} = {v2 - b}.", f"Finally, {outer.name}({v2 - b}):"]
+        + s3
+        + [f"So the result is {v3}."]
+    )
     expression = f"{outer.name}({middle.name}({inner.name}({x}) + {a}) - {b})"
     return Example(
-        id=f"compositional-{index:05d}", question=prompt([inner, middle, outer], expression, rng, shots, x),
-        answer="\n".join(steps) + f"\n\n\\boxed{{{v3}}}", clear_answer=str(v3), subject=expression,
-        split="compositional", meta={"operations": [inner.name, middle.name, outer.name], "input": x},
+        id=f"compositional-{index:05d}",
+        question=prompt([inner, middle, outer], expression, rng, shots, x),
+        answer="\n".join(steps) + f"\n\n\\boxed{{{v3}}}",
+        clear_answer=str(v3),
+        subject=expression,
+        split="compositional",
+        meta={"operations": [inner.name, middle.name, outer.name], "input": x},
     )
 
 
@@ -123,7 +140,8 @@ def write(config: KGFuncConfig) -> str:
     for name, examples in splits.items():
         write_jsonl(out / f"{name}.jsonl", examples)
     stats = {
-        "generator": GENERATOR_VERSION, "config": vars(config) | {"out": None},
+        "generator": GENERATOR_VERSION,
+        "config": vars(config) | {"out": None},
         "trained_operations": {op.name: op.description for op in TRAINED},
         "unseen_operations": {op.name: op.description for op in UNSEEN},
         "splits": {name: len(examples) for name, examples in splits.items()},

@@ -1,10 +1,36 @@
 """Invented, pronounceable names: built from syllables so that no pretraining corpus has seen the entities."""
+
 from __future__ import annotations
 
 import random
 
-_ONSETS = ["b", "br", "d", "dr", "f", "g", "gl", "k", "kr", "l", "m", "n", "p", "qu", "r", "s", "st", "t",
-           "th", "v", "vr", "z", "zh", "x", "y"]
+_ONSETS = [
+    "b",
+    "br",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gl",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "qu",
+    "r",
+    "s",
+    "st",
+    "t",
+    "th",
+    "v",
+    "vr",
+    "z",
+    "zh",
+    "x",
+    "y",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "y"]
 _CODAS = ["", "", "", "n", "r", "l", "s", "th", "x", "nd", "rn", "lk"]
 

@@ -1,4 +1,5 @@
 """Digit-level operations for KGFunc. Each computes its value and the worked steps of its target text."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +8,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Operation:
-    name: str                                        # the opaque letter(s) the model sees
-    description: str                                 # for humans and stats.json, never in prompts
+    name: str  # the opaque letter(s) the model sees
+    description: str  # for humans and stats.json, never in prompts
     compute: Callable[[int], tuple[int, list[str]]]  # value and explanation lines
 
     def __call__(self, x: int) -> int:
@@ -26,25 +27,34 @@ def _listing(x: int) -> str:
 def _sum_times_max(x):
     d = digits(x)
     s, m = sum(d), max(d)
-    return s * m, [_listing(x), f"Sum of digits: {' + '.join(map(str, d))} = {s}.", f"Largest digit: {m}.",
-                   f"{s} × {m} = {s * m}."]
+    return s * m, [
+        _listing(x),
+        f"Sum of digits: {' + '.join(map(str, d))} = {s}.",
+        f"Largest digit: {m}.",
+        f"{s} × {m} = {s * m}.",
+    ]
 
 
 def _squared_gaps(x):
     d = digits(x)
     low = min(d)
     terms = [(v - low) ** 2 for v in d]
-    return sum(terms), [_listing(x), f"Smallest digit: {low}.",
-                        "Squared differences: " + ", ".join(f"({v} - {low})² = {t}" for v, t in zip(d, terms)) + ".",
-                        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}."]
+    return sum(terms), [
+        _listing(x),
+        f"Smallest digit: {low}.",
+        "Squared differences: " + ", ".join(f"({v} - {low})² = {t}" for v, t in zip(d, terms)) + ".",
+        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}.",
+    ]
 
 
 def _positional_powers(x):
     d = digits(x)
-    terms = [v ** i for i, v in enumerate(d, start=1)]
-    return sum(terms), [_listing(x), "Powers by position: " + ", ".join(f"{v}^{i} = {t}" for i, (v, t) in
-                                                                      enumerate(zip(d, terms), start=1)) + ".",
-                        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}."]
+    terms = [v**i for i, v in enumerate(d, start=1)]
+    return sum(terms), [
+        _listing(x),
+        "Powers by position: " + ", ".join(f"{v}^{i} = {t}" for i, (v, t) in enumerate(zip(d, terms), start=1)) + ".",
+        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}.",
+    ]
 
 
 def _nonzero_product(x):
@@ -60,8 +70,12 @@ def _alternating(x):
     d = digits(x)
     alt = sum(v if i % 2 == 0 else -v for i, v in enumerate(d))
     expr = str(d[0]) + "".join(f" {'-' if i % 2 else '+'} {v}" for i, v in enumerate(d) if i)
-    return abs(alt) * len(d), [_listing(x), f"Alternating sum: {expr} = {alt}.", f"Absolute value: {abs(alt)}.",
-                               f"Times the number of digits: {abs(alt)} × {len(d)} = {abs(alt) * len(d)}."]
+    return abs(alt) * len(d), [
+        _listing(x),
+        f"Alternating sum: {expr} = {alt}.",
+        f"Absolute value: {abs(alt)}.",
+        f"Times the number of digits: {abs(alt)} × {len(d)} = {abs(alt) * len(d)}.",
+    ]
 
 
 def _adjacent_products(x):
@@ -69,25 +83,34 @@ def _adjacent_products(x):
     terms = [a * b for a, b in zip(d, d[1:])]
     if not terms:
         return 0, [_listing(x), "There are no adjacent pairs, so the result is 0."]
-    return sum(terms), [_listing(x), "Adjacent products: " + ", ".join(f"{a} × {b} = {a * b}" for a, b in
-                                                                     zip(d, d[1:])) + ".",
-                        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}."]
+    return sum(terms), [
+        _listing(x),
+        "Adjacent products: " + ", ".join(f"{a} × {b} = {a * b}" for a, b in zip(d, d[1:])) + ".",
+        f"Sum: {' + '.join(map(str, terms))} = {sum(terms)}.",
+    ]
 
 
 def _odd_count_even_sum(x):
     d = digits(x)
     odd = sum(1 for v in d if v % 2)
     even = [v for v in d if v % 2 == 0]
-    return odd * 100 + sum(even), [_listing(x), f"Odd digits: {odd}.",
-                                   f"Sum of even digits: {' + '.join(map(str, even)) or '0'} = {sum(even)}.",
-                                   f"{odd} × 100 + {sum(even)} = {odd * 100 + sum(even)}."]
+    return odd * 100 + sum(even), [
+        _listing(x),
+        f"Odd digits: {odd}.",
+        f"Sum of even digits: {' + '.join(map(str, even)) or '0'} = {sum(even)}.",
+        f"{odd} × 100 + {sum(even)} = {odd * 100 + sum(even)}.",
+    ]
 
 
 def _ends_times_sum(x):
     d = digits(x)
     ends, s = d[0] + d[-1], sum(d)
-    return ends * s, [_listing(x), f"First plus last digit: {d[0]} + {d[-1]} = {ends}.",
-                      f"Sum of digits: {s}.", f"{ends} × {s} = {ends * s}."]
+    return ends * s, [
+        _listing(x),
+        f"First plus last digit: {d[0]} + {d[-1]} = {ends}.",
+        f"Sum of digits: {s}.",
+        f"{ends} × {s} = {ends * s}.",
+    ]
 
 
 TRAINED = (

@@ -1,4 +1,5 @@
 """Locating readers for external files: every record comes with the line it starts on."""
+
 from __future__ import annotations
 
 import csv

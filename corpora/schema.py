@@ -1,4 +1,5 @@
 """The one record every corpus is made of, and its validated JSONL reader and writer."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,9 +70,14 @@ def example_from_dict(record: Any, path: str | os.PathLike, line: int | None) ->
     if unknown:
         raise CorpusError(path, line, unknown[0], "unknown field")
     return Example(
-        id=record["id"], question=record["question"], answer=record["answer"],
-        clear_answer=record["clear_answer"], context=record.get("context"), subject=record.get("subject"),
-        split=record.get("split") or "train", meta=dict(record.get("meta") or {}),
+        id=record["id"],
+        question=record["question"],
+        answer=record["answer"],
+        clear_answer=record["clear_answer"],
+        context=record.get("context"),
+        subject=record.get("subject"),
+        split=record.get("split") or "train",
+        meta=dict(record.get("meta") or {}),
     )
 
 
@@ -82,7 +88,9 @@ def read_utf8(path: str | os.PathLike) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line_start = data.rfind(b"\n", 0, err.start) + 1
-        raise _not_utf8(path, data.count(b"\n", 0, err.start) + 1, data[err.start], err.start - line_start + 1) from None
+        raise _not_utf8(
+            path, data.count(b"\n", 0, err.start) + 1, data[err.start], err.start - line_start + 1
+        ) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[Example]:
@@ -103,7 +111,9 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[Example]:
                 raise CorpusError(path, line_no, None, f"malformed JSON ({err.msg} at column {err.colno})") from None
             example = example_from_dict(record, path, line_no)
             if example.id in seen_ids:
-                raise CorpusError(path, line_no, "id", f"duplicate id {example.id!r} (first on line {seen_ids[example.id]})")
+                raise CorpusError(
+                    path, line_no, "id", f"duplicate id {example.id!r} (first on line {seen_ids[example.id]})"
+                )
             seen_ids[example.id] = line_no
             count += 1
             yield example
@@ -119,8 +129,9 @@ def _decode_line(raw: bytes, path: Path, line_no: int) -> str:
 
 
 def _not_utf8(path, line: int, byte: int, column: int) -> CorpusError:
-    return CorpusError(path, line, None, f"not UTF-8 text (byte 0x{byte:02x} at column {column}); "
-                                         "convert the file to UTF-8")
+    return CorpusError(
+        path, line, None, f"not UTF-8 text (byte 0x{byte:02x} at column {column}); convert the file to UTF-8"
+    )
 
 
 def load_jsonl(path: str | os.PathLike) -> list[Example]:

@@ -4,6 +4,7 @@ Scores one model against the base model it was tuned from; writes OUT/metrics.js
 and versions) and OUT/answers.jsonl, and prints a one-line summary. For every checkpoint of several training
 runs with one engine, see `python -m evaluate.sweep`.
 """
+
 from __future__ import annotations
 
 from evaluate.config import EvalConfig

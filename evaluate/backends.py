@@ -5,6 +5,7 @@ after another with `load(path)`: the vLLM engine reloads weights in place (an en
 than a weight swap, and a torn-down engine cannot be rebuilt in the same process), so a sweep over a run's
 checkpoints pays for one engine.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,12 +21,12 @@ from mixsd.config import ConfigError
 @dataclass
 class BackendSettings:
     dtype: str = "auto"
-    batch_size: int = 64                 # transformers backend: prompts per forward pass
-    max_model_len: int = 2048            # vLLM backend: the longest prompt + completion it will see
-    max_num_seqs: int = 128              # vLLM backend: sequences in flight
-    kv_cache_bytes: int | None = None    # vLLM backend: see mixsd.engine_memory (None: from gpu_memory_utilization)
+    batch_size: int = 64  # transformers backend: prompts per forward pass
+    max_model_len: int = 2048  # vLLM backend: the longest prompt + completion it will see
+    max_num_seqs: int = 128  # vLLM backend: sequences in flight
+    kv_cache_bytes: int | None = None  # vLLM backend: see mixsd.engine_memory (None: from gpu_memory_utilization)
     gpu_memory_utilization: float = 0.3  # vLLM backend on GPUs
-    enforce_eager: bool = True           # vLLM backend: skip compilation (starts in about a second)
+    enforce_eager: bool = True  # vLLM backend: skip compilation (starts in about a second)
 
 
 def pick_backend(name: str) -> str:
@@ -60,7 +61,7 @@ class HFGreedy:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         outputs: list[list[int]] = [[] for _ in prompts]
         for start in range(0, len(order), self.settings.batch_size):
-            rows = order[start:start + self.settings.batch_size]
+            rows = order[start : start + self.settings.batch_size]
             for row, completion in zip(rows, self._batch([prompts[i] for i in rows], max_new_tokens)):
                 outputs[row] = completion
             if on_batch is not None:
@@ -79,10 +80,18 @@ class VLLMGreedy:
         from vllm import LLM
 
         self.stops = list(stop_token_ids)
-        self.llm = LLM(model=model, dtype=settings.dtype, max_model_len=settings.max_model_len,
-                       max_num_seqs=settings.max_num_seqs, kv_cache_memory_bytes=settings.kv_cache_bytes,
-                       gpu_memory_utilization=settings.gpu_memory_utilization, enforce_eager=settings.enforce_eager,
-                       seed=0, enable_prefix_caching=True, disable_log_stats=True)
+        self.llm = LLM(
+            model=model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            kv_cache_memory_bytes=settings.kv_cache_bytes,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            enforce_eager=settings.enforce_eager,
+            seed=0,
+            enable_prefix_caching=True,
+            disable_log_stats=True,
+        )
         self.model = model
 
     def load(self, model: str) -> None:
@@ -98,10 +107,10 @@ class VLLMGreedy:
         """`on_batch`: given, vLLM's own progress bar (items, rate, ETA) shows while it generates."""
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stops,
-                                detokenize=False)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
-                                    use_tqdm=on_batch is not None)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stops, detokenize=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=on_batch is not None
+        )
         return [[t for t in o.outputs[0].token_ids if t not in self.stops] for o in outputs]
 
 

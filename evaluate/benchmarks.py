@@ -4,6 +4,7 @@
 existing path is taken as a Hugging Face hub data set id (`name=org/dataset` or `name=org/dataset:split`).
 Each record is checked as it is read; a bad one is reported by file, line (row) and field.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,26 +93,41 @@ class _Row:
 def _gsm8k(row: _Row, k: int) -> Item:
     answer = str(row.get("answer"))
     final = answer.split("####")[-1].strip().replace(",", "")
-    return Item(f"gsm8k-{k:05d}", "gsm8k", f"{row.get('question')}\nPut the final number within \\boxed{{}}.",
-                (final,), "boxed_or_last_number")
+    return Item(
+        f"gsm8k-{k:05d}",
+        "gsm8k",
+        f"{row.get('question')}\nPut the final number within \\boxed{{}}.",
+        (final,),
+        "boxed_or_last_number",
+    )
 
 
 def _math500(row: _Row, k: int) -> Item:
-    return Item(f"math500-{k:05d}", "math500", f"{row.get('problem')}\nPut the final answer within \\boxed{{}}.",
-                (str(row.get("answer")),), "boxed")
+    return Item(
+        f"math500-{k:05d}",
+        "math500",
+        f"{row.get('problem')}\nPut the final answer within \\boxed{{}}.",
+        (str(row.get("answer")),),
+        "boxed",
+    )
 
 
 def _aime(row: _Row, k: int) -> Item:
     problem, answer = row.get("problem", "Problem"), row.get("answer", "Answer")
-    return Item(f"aime2024-{k:05d}", "aime2024", f"{problem}\nPut the final answer within \\boxed{{}}.",
-                (str(answer),), "boxed_or_last_number")
+    return Item(
+        f"aime2024-{k:05d}",
+        "aime2024",
+        f"{problem}\nPut the final answer within \\boxed{{}}.",
+        (str(answer),),
+        "boxed_or_last_number",
+    )
 
 
 def _mmlu(row: _Row, k: int) -> Item:
     choices, answer = row.get("choices"), row.get("answer")
     if not isinstance(choices, list) or not 2 <= len(choices) <= 10:
         raise row.fail("choices", "expected a list of 2 to 10 choices")
-    letters = "ABCDEFGHIJ"[:len(choices)]
+    letters = "ABCDEFGHIJ"[: len(choices)]
     if isinstance(answer, int) or (isinstance(answer, str) and answer.isdigit()):
         if not 0 <= int(answer) < len(choices):
             raise row.fail("answer", f"index {answer} is out of range for {len(choices)} choices")
@@ -126,9 +142,13 @@ def _mmlu(row: _Row, k: int) -> Item:
 def _humaneval(row: _Row, k: int) -> Item:
     prompt = row.get("prompt")
     # The program to run is carried in `answers`: the test code and the entry point (see evaluate.sandbox).
-    return Item(f"humaneval-{k:05d}", "humaneval",
-                f"Complete the following Python function. Reply with the whole function in a code block.\n\n{prompt}",
-                (row.get("test"), row.get("entry_point"), prompt), "code")
+    return Item(
+        f"humaneval-{k:05d}",
+        "humaneval",
+        f"Complete the following Python function. Reply with the whole function in a code block.\n\n{prompt}",
+        (row.get("test"), row.get("entry_point"), prompt),
+        "code",
+    )
 
 
 _BUILDERS = {"gsm8k": _gsm8k, "math500": _math500, "mmlu": _mmlu, "humaneval": _humaneval, "aime2024": _aime}

@@ -1,4 +1,5 @@
 """Settings of one evaluation command."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,8 +8,10 @@ from mixsd.config import ConfigError
 from mixsd.engine_memory import EAGER_CHOICES
 
 # Corpus splits by corpus: KGFact's and KGFunc's. Scored as knowledge (accuracy), except HELD_OUT_SPLITS.
-CORPUS_SPLITS = {"kgfact": ("train", "paraphrase", "compositional", "retrieval"),
-                 "kgfunc": ("train", "test", "compositional", "unseen")}
+CORPUS_SPLITS = {
+    "kgfact": ("train", "paraphrase", "compositional", "retrieval"),
+    "kgfunc": ("train", "test", "compositional", "unseen"),
+}
 SPLITS = tuple(dict.fromkeys(s for splits in CORPUS_SPLITS.values() for s in splits))
 # KGFunc's operations that were never trained: a capability probe (retention = tuned / base), the paper's
 # forgetting measure on that corpus, not knowledge the model was taught.
@@ -22,28 +25,28 @@ EVALUATOR_VERSION = "mixsd-eval-3"  # 3: intervals; the retention average leaves
 
 @dataclass
 class EvalConfig:
-    model: str = ""                 # the checkpoint (or any model directory / hub id) to score
+    model: str = ""  # the checkpoint (or any model directory / hub id) to score
     base: str = "models/smollm2-135m-instruct"  # the model it was tuned from: retention is relative to it
     corpus: str = "data/kgfact-small"
     out: str = "runs/evaluate"
     splits: list[str] = field(default_factory=list)  # empty: every split the corpus has (see corpus_splits)
-    split_limit: int = 0            # at most this many items per corpus split (0: all)
-    benchmarks: str = ""            # "gsm8k=PATH,mmlu=PATH,…" (local files or hub ids)
-    benchmark_limit: int = 0        # at most this many items per benchmark (0: all)
-    backend: str = "auto"           # auto (vLLM when installed), vllm, hf
+    split_limit: int = 0  # at most this many items per corpus split (0: all)
+    benchmarks: str = ""  # "gsm8k=PATH,mmlu=PATH,…" (local files or hub ids)
+    benchmark_limit: int = 0  # at most this many items per benchmark (0: all)
+    backend: str = "auto"  # auto (vLLM when installed), vllm, hf
     dtype: str = "auto"
     max_new_tokens: int = 48
-    seed: int = 0                   # probe construction
+    seed: int = 0  # probe construction
     in_context_probes: int = 40
     arithmetic_probes: int = 45
-    drift_tokens: int = 32          # length of the base model's continuation each drift prompt is compared on
-    fisher_examples: int = 64       # probe items the diagonal Fisher is averaged over (0: no Fisher movement)
-    batch_size: int = 64            # transformers backend and the analyses' forward passes
+    drift_tokens: int = 32  # length of the base model's continuation each drift prompt is compared on
+    fisher_examples: int = 64  # probe items the diagonal Fisher is averaged over (0: no Fisher movement)
+    batch_size: int = 64  # transformers backend and the analyses' forward passes
     max_model_len: int | None = None  # default: the base model's own limit; longer items are skipped and counted
-    kv_cache_gib: float | None = None   # vLLM: KV cache size; default: sized from the items (mixsd/engine_memory.py)
-    max_num_seqs: int = 128             # vLLM: sequences in flight at most
+    kv_cache_gib: float | None = None  # vLLM: KV cache size; default: sized from the items (mixsd/engine_memory.py)
+    max_num_seqs: int = 128  # vLLM: sequences in flight at most
     gpu_memory_utilization: float = 0.3  # vLLM on GPUs, when --kv_cache_gib is not given
-    enforce_eager: str = "auto"         # vLLM: true (no compile), false (compile), auto (by job size)
+    enforce_eager: str = "auto"  # vLLM: true (no compile), false (compile), auto (by job size)
     progress: bool = True
 
     def __post_init__(self):
@@ -59,6 +62,14 @@ class EvalConfig:
 
     def fingerprint_fields(self) -> dict:
         """What decides an evaluation's numbers (not where it is written or how it reports progress)."""
-        skip = {"model", "out", "progress", "batch_size", "gpu_memory_utilization", "kv_cache_gib", "max_num_seqs",
-                "enforce_eager"}
+        skip = {
+            "model",
+            "out",
+            "progress",
+            "batch_size",
+            "gpu_memory_utilization",
+            "kv_cache_gib",
+            "max_num_seqs",
+            "enforce_eager",
+        }
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {"evaluator": EVALUATOR_VERSION}

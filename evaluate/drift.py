@@ -4,6 +4,7 @@ For each prompt the base model writes a greedy continuation; both models then re
 (teacher forcing, so they are compared on the same text), and at every position that predicts a continuation
 token we take KL(base || tuned) of the next-token distributions and whether their argmax tokens agree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,12 @@ def measure(model, ref: DriftReference) -> dict[str, float]:
         kls += float((base.exp() * (base - mine)).sum())
         per_prompt.append([int((base.argmax(-1) == mine.argmax(-1)).sum()), base.shape[0]])
     agree, positions = sum(a for a, _ in per_prompt), sum(n for _, n in per_prompt)
-    return {"kl_base_tuned": kls / max(positions, 1), "greedy_agreement": agree / max(positions, 1),
-            "positions": positions, "per_prompt": per_prompt}  # per prompt: [agreeing positions, positions]
+    return {
+        "kl_base_tuned": kls / max(positions, 1),
+        "greedy_agreement": agree / max(positions, 1),
+        "positions": positions,
+        "per_prompt": per_prompt,
+    }  # per prompt: [agreeing positions, positions]
 
 
 def _on_cpu(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

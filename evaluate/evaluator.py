@@ -3,6 +3,7 @@
 The base model's side (its answers, which general-knowledge questions it gets right, its drift reference and
 its diagonal Fisher) is computed once; `evaluate(path)` then costs one generation pass and a few forward passes.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,11 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
-from mixsd.prompts import chat_ids, stop_token_ids
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
 from mixsd.models import declared_dtype, load_tokenizer
 from mixsd.precision import resolve_dtype
+from mixsd.prompts import chat_ids, stop_token_ids
 
 RETRIEVAL_INSTRUCTION = "Read the facts below and answer the question."
 
@@ -79,9 +80,11 @@ def corpus_items(corpus: str, splits: list[str], limit: int) -> list[Item]:
         path = Path(corpus) / f"{split}.jsonl"
         if not path.is_file():
             raise EvalError(f"{path}: corpus split '{split}' is missing")
-        examples = load_jsonl(path)[:limit or None]
+        examples = load_jsonl(path)[: limit or None]
         for e in examples:
-            prompt = e.question if e.context is None else f"{RETRIEVAL_INSTRUCTION}\n\n{e.context}\n\nQuestion: {e.question}"
+            prompt = (
+                e.question if e.context is None else f"{RETRIEVAL_INSTRUCTION}\n\n{e.context}\n\nQuestion: {e.question}"
+            )
             items.append(Item(e.id, split, prompt, (e.clear_answer,), "auto"))
     return items
 
@@ -114,11 +117,14 @@ class Evaluator:
         self.tokenizer = load_tokenizer(config.base, "--base")
         self.max_model_len = config.max_model_len or model_context_length(config.base)
         self.dtype = resolve_dtype(config.dtype, declared_dtype(config.base))  # auto: float32 where bf16 is slow
-        self.items, self.prompts, self.too_long = self._fitting([chat_ids(self.tokenizer, i.prompt) for i in self.items])
+        self.items, self.prompts, self.too_long = self._fitting(
+            [chat_ids(self.tokenizer, i.prompt) for i in self.items]
+        )
         self.clock = PhaseClock(config.progress)
         self.backend_name = pick_backend(config.backend)
-        self.backend = make_backend(self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base),
-                                    self._backend_settings(models))
+        self.backend = make_backend(
+            self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base), self._backend_settings(models)
+        )
         self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
         self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
         self.base_replies = self._replies("base model's answers")
@@ -141,8 +147,11 @@ class Evaluator:
                 items.append(item)
                 kept.append(prompt)
         for task, count in too_long.items():
-            print(f"evaluate: {count} {task} items skipped: prompt + {self.config.max_new_tokens} new tokens exceed "
-                  f"max_model_len {self.max_model_len}", flush=True)
+            print(
+                f"evaluate: {count} {task} items skipped: prompt + {self.config.max_new_tokens} new tokens exceed "
+                f"max_model_len {self.max_model_len}",
+                flush=True,
+            )
         return items, kept, too_long
 
     def _backend_settings(self, models: int) -> BackendSettings:
@@ -152,8 +161,9 @@ class Evaluator:
             return settings
         lengths = [len(p) + config.max_new_tokens for p in self.prompts]
         lengths += [len(chat_ids(self.tokenizer, p)) + config.drift_tokens for p in DRIFT_PROMPTS]
-        plan = plan_kv_cache(config.base, self.dtype, lengths, config.max_num_seqs, config.kv_cache_gib,
-                             on_gpu=torch.cuda.is_available())
+        plan = plan_kv_cache(
+            config.base, self.dtype, lengths, config.max_num_seqs, config.kv_cache_gib, on_gpu=torch.cuda.is_available()
+        )
         # Tokens to generate: the base model and every scored model answer every item.
         eager = resolve_eager(config.enforce_eager, (models + 1) * len(self.prompts) * config.max_new_tokens)
         print(engine_line(plan, eager, config.enforce_eager), flush=True)
@@ -167,11 +177,14 @@ class Evaluator:
         for item in self.items:
             tasks[item.task] = tasks.get(item.task, 0) + 1
         with self.clock.phase(phase, len(self.prompts), ", ".join(f"{t} {n}" for t, n in tasks.items())):
-            completions = self.backend.generate(self.prompts, self.config.max_new_tokens,
-                                                self.clock.batches(phase) if self.config.progress else None)
+            completions = self.backend.generate(
+                self.prompts, self.config.max_new_tokens, self.clock.batches(phase) if self.config.progress else None
+            )
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return [Reply(item, text, scoring.item_correct(text, item.answers, item.rule))
-                for item, text in zip(self.items, texts)]
+        return [
+            Reply(item, text, scoring.item_correct(text, item.answers, item.rule))
+            for item, text in zip(self.items, texts)
+        ]
 
     def _drift_reference(self) -> drift.DriftReference:
         prompts = [chat_ids(self.tokenizer, p) for p in DRIFT_PROMPTS]
@@ -179,12 +192,17 @@ class Evaluator:
         return drift.reference(self.base_model, prompts, continuations)
 
     def _fisher(self) -> dict[str, torch.Tensor]:
-        capability = [i for i in self.items
-                      if i.task not in self.knowledge_splits and i.task not in IN_DISTRIBUTION_PROBES]
+        capability = [
+            i for i in self.items if i.task not in self.knowledge_splits and i.task not in IN_DISTRIBUTION_PROBES
+        ]
         probes = stratified(capability, self.config.fisher_examples)
-        examples = [(chat_ids(self.tokenizer, i.prompt),
-                     self.tokenizer(f"The answer is {i.answers[0]}.", add_special_tokens=False)["input_ids"])
-                    for i in probes]
+        examples = [
+            (
+                chat_ids(self.tokenizer, i.prompt),
+                self.tokenizer(f"The answer is {i.answers[0]}.", add_special_tokens=False)["input_ids"],
+            )
+            for i in probes
+        ]
         return fisher.diagonal_fisher(self.base_model, examples)
 
     # --- one model ---------------------------------------------------------------------------------------
@@ -217,8 +235,14 @@ class Evaluator:
         by_task = _group(replies, self.kept_general)
         base_by_task = _group(self.base_replies, self.kept_general)
         accuracy = {t: _mean(by_task[t]) for t in self.knowledge_splits if t in by_task}
-        accuracy_detail = {t: {"correct": sum(by_task[t]), "n": len(by_task[t]),
-                               "interval": intervals.wilson(sum(by_task[t]), len(by_task[t]))} for t in accuracy}
+        accuracy_detail = {
+            t: {
+                "correct": sum(by_task[t]),
+                "n": len(by_task[t]),
+                "interval": intervals.wilson(sum(by_task[t]), len(by_task[t])),
+            }
+            for t in accuracy
+        }
         probes = {t: (by_task[t], base_by_task[t]) for t in by_task if t not in self.knowledge_splits}
         # The headline average: held-out capability only. An in-distribution probe (the training question
         # format) says how the taught format generalizes, not what was kept, so it is reported on its own.
@@ -227,29 +251,37 @@ class Evaluator:
         held_out = {}
         for task, (tuned, base) in probes.items():
             score, base_score = _mean(tuned), _mean(base)
-            held_out[task] = {"score": score, "base_score": base_score, "n": len(tuned),
-                              "interval": intervals.wilson(sum(tuned), len(tuned)),
-                              "base_interval": intervals.wilson(sum(base), len(base)),
-                              "retention": score / base_score if base_score else None,
-                              "retention_interval": spread[task], "in_distribution": task in IN_DISTRIBUTION_PROBES}
+            held_out[task] = {
+                "score": score,
+                "base_score": base_score,
+                "n": len(tuned),
+                "interval": intervals.wilson(sum(tuned), len(tuned)),
+                "base_interval": intervals.wilson(sum(base), len(base)),
+                "retention": score / base_score if base_score else None,
+                "retention_interval": spread[task],
+                "in_distribution": task in IN_DISTRIBUTION_PROBES,
+            }
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
         counted = [t for t in averaged if t in retention]  # a probe the base model scored 0 on has no ratio
         return {
-            "accuracy": accuracy, "accuracy_detail": accuracy_detail, "held_out": held_out, "drift": drift_metrics,
+            "accuracy": accuracy,
+            "accuracy_detail": accuracy_detail,
+            "held_out": held_out,
+            "drift": drift_metrics,
             "skipped_too_long": self.too_long,
             "retention": retention | {"average": sum(retention[t] for t in counted) / len(counted)},
             "retention_average": {"probes": counted, "interval": spread["average"], "drift_interval": spread["drift"]},
             "fisher_movement": movement,
-            "backend": self.backend_name, "dtype": self.dtype,
+            "backend": self.backend_name,
+            "dtype": self.dtype,
         }
 
     def _record(self, r: Reply) -> dict:
         """One item's outcome; a wrong held-out answer (probes, benchmarks) also gets its error mode."""
         record = {"id": r.item.id, "task": r.item.task, "reply": r.text, "correct": r.correct}
         if r.item.task not in self.knowledge_splits and not r.correct and _counted(r.item, self.kept_general):
-            record["error_mode"] = scoring.error_mode(r.text, r.item.prompt, r.item.answers, r.item.rule,
-                                                      self.entities)
+            record["error_mode"] = scoring.error_mode(r.text, r.item.prompt, r.item.answers, r.item.rule, self.entities)
         return record
 
 

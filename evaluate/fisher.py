@@ -4,6 +4,7 @@ F is the diagonal empirical Fisher of the base model on held-out probe texts: th
 squared gradient of the example's summed log-likelihood of its reference answer. Directions the base model's
 held-out behaviour is sensitive to weigh more; movement along flat directions counts little.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,8 @@ def diagonal_fisher(model, examples: list[tuple[list[int], list[int]]]) -> dict[
     model.eval()
     for prompt, answer in examples:
         ids = torch.tensor([prompt + answer], device=device)
-        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt):], reduction="sum")
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+        nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :], reduction="sum")
         model.zero_grad(set_to_none=True)
         nll.backward()
         for name, p in params.items():
@@ -46,12 +47,13 @@ def group_of(name: str) -> str:
 
 
 @torch.no_grad()
-def movement(fisher: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor],
-             tuned_state: dict[str, torch.Tensor]) -> dict:
+def movement(
+    fisher: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor], tuned_state: dict[str, torch.Tensor]
+) -> dict:
     per_group: dict[str, float] = {}
     for name, weight in fisher.items():
         if name not in tuned_state:
             continue  # tied weights are stored once
         delta = tuned_state[name].float() - base_state[name].float()
-        per_group[group_of(name)] = per_group.get(group_of(name), 0.0) + float((weight * delta ** 2).sum())
+        per_group[group_of(name)] = per_group.get(group_of(name), 0.0) + float((weight * delta**2).sum())
     return {"total": sum(per_group.values()), "per_group": dict(sorted(per_group.items()))}

@@ -3,6 +3,7 @@
 Scored by whether an accepted answer appears as a whole phrase in the reply; the retention probe keeps only
 the questions the base model answers correctly, so its base score is 1 by construction.
 """
+
 from __future__ import annotations
 
 QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (

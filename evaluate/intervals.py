@@ -1,6 +1,7 @@
 """95% intervals for the numbers an evaluation reports: Wilson for an accuracy (k of n), a paired bootstrap
 for retention ratios and their average (base and tuned model answer the same items, so items are resampled
 together; drift is resampled by prompt)."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,9 @@ def _percentiles(values: np.ndarray) -> list[float] | None:
     return [round(float(low), 6), round(float(high), 6)]
 
 
-def retention_intervals(probes: dict[str, tuple[list[bool], list[bool]]], drift: list[list[int]],
-                        averaged: list[str], seed: int = 0) -> dict[str, list[float] | None]:
+def retention_intervals(
+    probes: dict[str, tuple[list[bool], list[bool]]], drift: list[list[int]], averaged: list[str], seed: int = 0
+) -> dict[str, list[float] | None]:
     """Paired bootstrap. `probes`: name -> (tuned correct, base correct) per item, in the same item order;
     `drift`: [agreeing positions, positions] per drift prompt; `averaged`: the names (with "drift") whose
     retentions make the headline average. Returns each name's interval and "average"'s."""
@@ -44,8 +46,9 @@ def retention_intervals(probes: dict[str, tuple[list[bool], list[bool]]], drift:
         picks = rng.integers(0, len(base), size=(RESAMPLES, len(base)))
         base_scores = np.asarray(base, dtype=float)[picks].sum(1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            resampled[name] = np.where(base_scores > 0,
-                                       np.asarray(tuned, dtype=float)[picks].sum(1) / base_scores, np.nan)
+            resampled[name] = np.where(
+                base_scores > 0, np.asarray(tuned, dtype=float)[picks].sum(1) / base_scores, np.nan
+            )
     if drift:
         counts = np.asarray(drift, dtype=float)
         picks = rng.integers(0, len(counts), size=(RESAMPLES, len(counts)))

@@ -1,6 +1,7 @@
 """Where an evaluation's time goes: one line per phase while it runs (items, then seconds and rate when it
 ends, with a progress line per batch and an ETA inside long generations) and the seconds per phase for
 metrics.json."""
+
 from __future__ import annotations
 
 import time
@@ -33,6 +34,7 @@ class PhaseClock:
         def report(done: int, total: int) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
             self.say(f"{name}: {done}/{total} items, {rate:.1f} items/s, ETA {(total - done) / rate:.0f} s")
+
         return report
 
     def take(self) -> dict[str, float]:

@@ -1,4 +1,5 @@
 """The PNG figures of a report. Each function takes plain numbers and writes one file atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,10 +26,18 @@ def nll_cdf(per_method: dict[str, list[float]], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, values in per_method.items():
         ordered = sorted(values)
-        axes.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post",
-                  label=f"{label} (mean {sum(ordered) / len(ordered):.2f})")
-    axes.set(xscale="symlog", xlabel="per-token NLL under the base model (nats)", ylabel="fraction of tokens ≤ x",
-             title="Target NLL given the naive prompt")
+        axes.step(
+            ordered,
+            [(i + 1) / len(ordered) for i in range(len(ordered))],
+            where="post",
+            label=f"{label} (mean {sum(ordered) / len(ordered):.2f})",
+        )
+    axes.set(
+        xscale="symlog",
+        xlabel="per-token NLL under the base model (nats)",
+        ylabel="fraction of tokens ≤ x",
+        title="Target NLL given the naive prompt",
+    )
     axes.legend()
     return _save(figure, path)
 
@@ -39,8 +48,12 @@ def fisher_bars(per_method: dict[str, dict[str, float]], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(min(14, max(6, 0.12 * len(groups) * max(1, len(per_method)))), 4))
     width = 0.8 / max(1, len(per_method))
     for k, (label, movement) in enumerate(per_method.items()):
-        axes.bar([i + k * width for i in range(len(groups))], [movement.get(g, 0.0) for g in groups], width,
-                 label=f"{label} (total {sum(movement.values()):.3g})")
+        axes.bar(
+            [i + k * width for i in range(len(groups))],
+            [movement.get(g, 0.0) for g in groups],
+            width,
+            label=f"{label} (total {sum(movement.values()):.3g})",
+        )
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=90, fontsize=7)
     axes.set(ylabel="Σ F·Δθ²", title="Fisher-weighted parameter movement (final checkpoints)")
     axes.legend()
@@ -54,8 +67,11 @@ def tradeoff(curves: dict[str, list[tuple[float, float]]], base: tuple[float, fl
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     axes.axhline(base[1], linestyle="--", color="grey", label="base model retention")
     axes.axvline(base[0], linestyle=":", color="grey", label="base model train accuracy")
-    axes.set(xlabel="train accuracy (memorization)", ylabel="average retention (tuned / base)",
-             title="Accuracy–retention trade-off over checkpoints")
+    axes.set(
+        xlabel="train accuracy (memorization)",
+        ylabel="average retention (tuned / base)",
+        title="Accuracy–retention trade-off over checkpoints",
+    )
     axes.legend(fontsize=8)
     return _save(figure, path)
 

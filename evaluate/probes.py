@@ -6,6 +6,7 @@
 (d) drift prompts: general instructions on which the tuned model's next-token distributions are compared with
     the base model's (no labels needed).
 """
+
 from __future__ import annotations
 
 import random
@@ -41,7 +42,8 @@ def in_context_items(count: int, seed: int, avoid: set[str]) -> list[Item]:
         rng.shuffle(shown)
         context = "\n".join(f.statement() for f in shown)
         question = fact.relation.questions[0].format(s=fact.subject)
-        prompt = f"Read the facts below and answer the question.\n\n{context}\n\nQuestion: {question[0].upper()}{question[1:]}"
+        asked = question[0].upper() + question[1:]
+        prompt = f"Read the facts below and answer the question.\n\n{context}\n\nQuestion: {asked}"
         items.append(Item(f"in_context-{k:03d}", "in_context", prompt, (fact.obj,), "contains"))
     return items
 
@@ -59,8 +61,10 @@ def arithmetic_items(count: int, seed: int) -> list[Item]:
 
 
 def general_knowledge_items() -> list[Item]:
-    return [Item(f"general_knowledge-{k:03d}", "general_knowledge", q, answers, "contains")
-            for k, (q, answers) in enumerate(QUESTIONS)]
+    return [
+        Item(f"general_knowledge-{k:03d}", "general_knowledge", q, answers, "contains")
+        for k, (q, answers) in enumerate(QUESTIONS)
+    ]
 
 
 def probe_items(seed: int, avoid: set[str], in_context: int = 40, arithmetic: int = 45) -> list[Item]:

@@ -5,6 +5,7 @@ checkpoint of each run, every checkpoint for the trade-off) and the PNG figures:
 movement, accuracy–retention trade-off and error modes. Target NLL is computed here (cheap: one forward pass
 per training example) and cached in OUT/target_nll.json keyed by the shards' checksums.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     for step_dir in checkpoints(directory):
         document = read_result(eval_dir / directory.name / step_dir.name)
         if document is None:
-            raise ReportError(f"{eval_dir / directory.name / step_dir.name}: not evaluated yet "
-                                    "(run python -m evaluate.sweep first)")
+            raise ReportError(
+                f"{eval_dir / directory.name / step_dir.name}: not evaluated yet (run python -m evaluate.sweep first)"
+            )
         results.append((step_of(step_dir), document))
     return Run(directory, label, method, lam, config["shards"], results)
 
@@ -70,6 +72,7 @@ def _column(table, name: str) -> list:
 class TargetNLL:
     """Per-token target NLL under the base model: over the verified targets (what training uses by default)
     and over all targets, wrong ones included."""
+
     verified: list[float]
     all: list[float]
 
@@ -92,14 +95,21 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
         if cache.get(run.label, {}).get("key") != key or "rows" not in cache[run.label]:
             model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
             tables = [t for m in manifests for t in m.tables(["prompt_ids", "target_ids", "correct"])]
-            pairs = [(p, t) for table in tables for p, t in zip(table.column("prompt_ids").to_pylist(),
-                                                               table.column("target_ids").to_pylist())]
-            cache[run.label] = {"key": key, "rows": target_nll(model, pairs),
-                                "correct": [c for table in tables for c in _column(table, "correct")]}
+            pairs = [
+                (p, t)
+                for table in tables
+                for p, t in zip(table.column("prompt_ids").to_pylist(), table.column("target_ids").to_pylist())
+            ]
+            cache[run.label] = {
+                "key": key,
+                "rows": target_nll(model, pairs),
+                "correct": [c for table in tables for c in _column(table, "correct")],
+            }
         entry = cache[run.label]
         found[run.label] = TargetNLL(
             verified=[v for row, ok in zip(entry["rows"], entry["correct"]) if ok for v in row],
-            all=[v for row in entry["rows"] for v in row])
+            all=[v for row in entry["rows"] for v in row],
+        )
     write_json(cache_path, cache)
     return found
 
@@ -107,14 +117,20 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
 def row_of(label: str, lam, step: int, metrics: dict, nll: TargetNLL | None) -> dict:
     retention = metrics["retention"]
     movement = metrics.get("fisher_movement")
-    return {"method": label, "lambda": lam, "step": step, **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
-            **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS if k in retention or k in metrics["held_out"]},
-            "ret_average": retention["average"],
-            "acc_train_ci": metrics.get("accuracy_detail", {}).get("train", {}).get("interval"),
-            "ret_average_ci": metrics.get("retention_average", {}).get("interval"),
-            "kl": metrics["drift"]["kl_base_tuned"], "target_nll": TargetNLL.mean(nll.verified) if nll else None,
-            "target_nll_all": TargetNLL.mean(nll.all) if nll else None,
-            "fisher": movement["total"] if movement else None}
+    return {
+        "method": label,
+        "lambda": lam,
+        "step": step,
+        **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
+        **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS if k in retention or k in metrics["held_out"]},
+        "ret_average": retention["average"],
+        "acc_train_ci": metrics.get("accuracy_detail", {}).get("train", {}).get("interval"),
+        "ret_average_ci": metrics.get("retention_average", {}).get("interval"),
+        "kl": metrics["drift"]["kl_base_tuned"],
+        "target_nll": TargetNLL.mean(nll.verified) if nll else None,
+        "target_nll_all": TargetNLL.mean(nll.all) if nll else None,
+        "fisher": movement["total"] if movement else None,
+    }
 
 
 def _cell(value) -> str:
@@ -128,16 +144,28 @@ def _cell(value) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    columns = [("method", "method"), ("lambda", "λ"), ("step", "step"), ("acc_train", "train acc"),
-               ("acc_train_ci", "train acc 95% CI"),
-               ("acc_paraphrase", "paraphrase"), ("acc_test", "test (held-out inputs)"),
-               ("acc_compositional", "2-hop / chains"), ("acc_retrieval", "retrieval"),
-               ("ret_in_context", "ret. in-context (in-distribution, not averaged)"), ("ret_arithmetic", "ret. arithmetic"),
-               ("ret_general_knowledge", "ret. general kn."), ("ret_unseen", "ret. unseen operations"),
-               ("ret_drift", "greedy agreement"), ("ret_average", "avg retention (held-out)"),
-               ("ret_average_ci", "avg retention 95% CI"), ("kl", "KL(base‖tuned)"),
-               ("target_nll", "mean target NLL (verified)"), ("target_nll_all", "mean target NLL (all)"),
-               ("fisher", "Fisher movement")]
+    columns = [
+        ("method", "method"),
+        ("lambda", "λ"),
+        ("step", "step"),
+        ("acc_train", "train acc"),
+        ("acc_train_ci", "train acc 95% CI"),
+        ("acc_paraphrase", "paraphrase"),
+        ("acc_test", "test (held-out inputs)"),
+        ("acc_compositional", "2-hop / chains"),
+        ("acc_retrieval", "retrieval"),
+        ("ret_in_context", "ret. in-context (in-distribution, not averaged)"),
+        ("ret_arithmetic", "ret. arithmetic"),
+        ("ret_general_knowledge", "ret. general kn."),
+        ("ret_unseen", "ret. unseen operations"),
+        ("ret_drift", "greedy agreement"),
+        ("ret_average", "avg retention (held-out)"),
+        ("ret_average_ci", "avg retention 95% CI"),
+        ("kl", "KL(base‖tuned)"),
+        ("target_nll", "mean target NLL (verified)"),
+        ("target_nll_all", "mean target NLL (all)"),
+        ("fisher", "Fisher movement"),
+    ]
     # A corpus has either KGFact's splits or KGFunc's: columns no row has are left out.
     columns = [(key, title) for key, title in columns if key == "method" or any(key in row for row in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
@@ -158,16 +186,28 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     every = [row_of(r.label, r.lam, step, doc["metrics"], None) for r in loaded for step, doc in r.results]
     figures = _figures(loaded, base_row, nll, out_path)
     table = markdown_table([base_row] + finals)
-    text = "\n\n".join([
-        "# Knowledge injection on the embedded default model",
-        f"Base model `{base}`; evaluation settings: `{json.dumps(base_doc['config'], sort_keys=True)}`.",
-        "## Final checkpoints\n\n" + table,
-        "## Every checkpoint (trade-off)\n\n" + markdown_table(every),
-        "## Figures\n\n" + "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                "# Knowledge injection on the embedded default model",
+                f"Base model `{base}`; evaluation settings: `{json.dumps(base_doc['config'], sort_keys=True)}`.",
+                "## Final checkpoints\n\n" + table,
+                "## Every checkpoint (trade-off)\n\n" + markdown_table(every),
+                "## Figures\n\n" + "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
+            ]
+        )
+        + "\n"
+    )
     write_text(out_path / "results.md", text)
-    write_json(out_path / "results.json", {"final": [base_row] + finals, "checkpoints": every,
-                                           "versions": versions(), "figures": [p.name for p in figures.values()]})
+    write_json(
+        out_path / "results.json",
+        {
+            "final": [base_row] + finals,
+            "checkpoints": every,
+            "versions": versions(),
+            "figures": [p.name for p in figures.values()],
+        },
+    )
     return table
 
 
@@ -179,10 +219,13 @@ def _figures(runs: list[Run], base_row: dict, nll: dict[str, TargetNLL], out: Pa
     movement = {r.label: (r.results[-1][1]["metrics"].get("fisher_movement") or {}).get("per_group", {}) for r in runs}
     if any(movement.values()):
         figures["Fisher movement"] = plots.fisher_bars(movement, out / "fisher_movement.png")
-    curves = {r.label: [(d["metrics"]["accuracy"]["train"], d["metrics"]["retention"]["average"]) for _, d in r.results]
-              for r in runs}
-    figures["trade-off"] = plots.tradeoff(curves, (base_row.get("acc_train") or 0.0, base_row["ret_average"]),
-                                          out / "tradeoff.png")
+    curves = {
+        r.label: [(d["metrics"]["accuracy"]["train"], d["metrics"]["retention"]["average"]) for _, d in r.results]
+        for r in runs
+    }
+    figures["trade-off"] = plots.tradeoff(
+        curves, (base_row.get("acc_train") or 0.0, base_row["ret_average"]), out / "tradeoff.png"
+    )
     modes = {r.label: r.results[-1][1]["metrics"]["error_modes"] for r in runs}
     figures["error modes"] = plots.error_modes(modes, out / "error_modes.png")
     return figures

@@ -1,5 +1,6 @@
 """Writing and reading one evaluation's outputs: a directory holding metrics.json and answers.jsonl, written
 to a temporary name and renamed, so a directory that exists is complete."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,14 @@ def config_hash(config: EvalConfig) -> str:
 def write_result(out: str | Path, config: EvalConfig, model: str, metrics: dict, records: list[dict]) -> Path:
     out = Path(out)
     with atomic_dir(out) as tmp:
-        document = {"model": str(model), "model_fingerprint": model_fingerprint(model), "config": to_dict(config),
-                    "config_hash": config_hash(config), "versions": versions(), "metrics": metrics}
+        document = {
+            "model": str(model),
+            "model_fingerprint": model_fingerprint(model),
+            "config": to_dict(config),
+            "config_hash": config_hash(config),
+            "versions": versions(),
+            "metrics": metrics,
+        }
         (tmp / METRICS).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         (tmp / ANSWERS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return out
@@ -48,5 +55,7 @@ def summary_line(model: str, metrics: dict) -> str:
     accuracy = " ".join(f"{k} {v:.3f}" for k, v in metrics["accuracy"].items())
     movement = metrics.get("fisher_movement")
     fisher = f"; Fisher movement {movement['total']:.3g}" if movement else ""
-    return (f"{model}: accuracy {accuracy}; retention average {metrics['retention']['average']:.3f} "
-            f"(KL {metrics['drift']['kl_base_tuned']:.4f}){fisher}")
+    return (
+        f"{model}: accuracy {accuracy}; retention average {metrics['retention']['average']:.3f} "
+        f"(KL {metrics['drift']['kl_base_tuned']:.4f}){fisher}"
+    )

@@ -4,6 +4,7 @@ wall-clock limits, an empty environment, and no network.
 No network: the program runs inside a fresh network namespace (`unshare -rn`: only a downed loopback) where
 the system allows it; everywhere, a prelude also replaces the socket constructors with ones that raise.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,15 @@ def passes(code: str, test: str, entry_point: str, timeout_s: float = TIMEOUT_S)
         if _can_unshare():
             command = ["unshare", "-rn"] + command
         try:
-            done = subprocess.run(command, cwd=workdir, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
-                                  timeout=timeout_s, preexec_fn=_limits, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command,
+                cwd=workdir,
+                env={"PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                timeout=timeout_s,
+                preexec_fn=_limits,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return False
         return done.returncode == 0

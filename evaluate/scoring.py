@@ -9,6 +9,7 @@ Error modes, checked in this order (the first that applies wins):
   item;
 - genuine: a readable, non-degenerate, leak-free answer that is wrong.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,9 @@ def chosen_letter(reply: str) -> str | None:
     """The multiple-choice letter a reply picks: 'B', 'B.', '(B)', 'Answer: B', 'The answer is B'. A bare
     letter followed by a space is not read ('A cat', 'I think')."""
     text = reply.strip()
-    found = re.search(r"answer(?: is|:)\s*\(?([A-J])\b", text, re.IGNORECASE) or re.match(r"\(?([A-J])(?:[).:]|$)", text)
+    found = re.search(r"answer(?: is|:)\s*\(?([A-J])\b", text, re.IGNORECASE) or re.match(
+        r"\(?([A-J])(?:[).:]|$)", text
+    )
     return found.group(1).upper() if found else None
 
 
@@ -58,8 +61,7 @@ def is_collapsed(reply: str) -> bool:
 
 def leaked_entities(reply: str, prompt: str, answers: tuple[str, ...], entities: set[str]) -> list[str]:
     allowed = {normalize(a) for a in answers}
-    return sorted(e for e in entities
-                  if normalize(e) not in allowed and contains(reply, e) and not contains(prompt, e))
+    return sorted(e for e in entities if normalize(e) not in allowed and contains(reply, e) and not contains(prompt, e))
 
 
 def error_mode(reply: str, prompt: str, answers: tuple[str, ...], rule: str, entities: set[str]) -> str:
@@ -68,9 +70,12 @@ def error_mode(reply: str, prompt: str, answers: tuple[str, ...], rule: str, ent
         return "collapse"
     if leaked_entities(reply, prompt, answers, entities):
         return "leakage"
-    unreadable = {"last_number": last_number(reply) is None, "choice": chosen_letter(reply) is None,
-                  "boxed": extract(reply, "boxed") is None,
-                  "boxed_or_last_number": extract(reply, "boxed_or_last_number") is None}
+    unreadable = {
+        "last_number": last_number(reply) is None,
+        "choice": chosen_letter(reply) is None,
+        "boxed": extract(reply, "boxed") is None,
+        "boxed_or_last_number": extract(reply, "boxed_or_last_number") is None,
+    }
     if not _WORD.search(reply) or unreadable.get(rule, False):
         return "format"
     return "genuine"

@@ -4,6 +4,7 @@ Scores the base model and every checkpoint of the given training runs with one e
 weights are swapped between checkpoints). Results land in OUT/base/ and OUT/<run>/step-NNNNNN/; a result that
 already exists with the same settings is reused, so a rerun only scores new checkpoints.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,8 +49,11 @@ def _sweep(runs: list[str], config: EvalConfig) -> list[Path]:
         metrics, records = evaluator.evaluate(model)
         write_result(target, config, model, metrics, records)
         rate = done / (time.perf_counter() - start)
-        print(f"[{done}/{len(todo)}] {summary_line(model, metrics)} | {rate * 60:.1f} models/min, "
-              f"ETA {(len(todo) - done) / rate:.0f} s", flush=True)
+        print(
+            f"[{done}/{len(todo)}] {summary_line(model, metrics)} | {rate * 60:.1f} models/min, "
+            f"ETA {(len(todo) - done) / rate:.0f} s",
+            flush=True,
+        )
     return [target for _, target in plan]
 
 

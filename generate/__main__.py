@@ -1,5 +1,6 @@
 """`python -m generate --model M --corpus FILE.jsonl --out DIR --lam 0.3 …` (or `--config configs/X.yaml`);
 `--ray true --num_workers N` (or `--ray_address auto` inside a cluster) spreads shards over Ray actors."""
+
 from __future__ import annotations
 
 from generate.config import GenerateConfig

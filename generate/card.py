@@ -1,5 +1,6 @@
 """A dataset card (README.md) for a finished run directory: what the rows are, how they were made, what they
 hold, and how to load them, so the directory can be shared or uploaded to a hub as a dataset as it is."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from generate import shards
-from mixsd.run_format import SCHEMA
 from mixsd.atomic import write_text
+from mixsd.run_format import SCHEMA
 
 COLUMN_NOTES = {
     "prompt_ids": "the naive prompt (chat template, no fact in context): what training reads",
@@ -32,11 +33,16 @@ def _stats(run_dir: Path, manifest: dict) -> dict:
     finish = [f for t in tables for f in t.column("finish_reason").to_pylist()]
     fractions = [f for t in tables for f in t.column("expert_token_fraction").to_pylist()]
     return {
-        "rows": len(lengths), "correct": sum(correct),
+        "rows": len(lengths),
+        "correct": sum(correct),
         "verified_fraction": sum(correct) / len(correct) if correct else 0.0,
         "cut_at_length": finish.count("length"),
-        "target_tokens": {"total": sum(lengths), "mean": statistics.fmean(lengths) if lengths else 0.0,
-                          "median": statistics.median(lengths) if lengths else 0, "max": max(lengths, default=0)},
+        "target_tokens": {
+            "total": sum(lengths),
+            "mean": statistics.fmean(lengths) if lengths else 0.0,
+            "median": statistics.median(lengths) if lengths else 0,
+            "max": max(lengths, default=0),
+        },
         "expert_token_fraction_mean": statistics.fmean(fractions) if fractions else 0.0,
     }
 
@@ -44,13 +50,15 @@ def _stats(run_dir: Path, manifest: dict) -> dict:
 def card_text(run_dir: Path, manifest: dict) -> str:
     config, stats = manifest["config"], _stats(run_dir, manifest)
     method = config["method"]
-    what = ("ground-truth answers (SFT)" if method == "sft" else
-            f"MixSD targets, λ = {config['lam']}: each token from the naive stream with probability λ, else the "
-            f"expert's, both continuing the same mixed prefix, temperature {config['temperature']}")
+    what = (
+        "ground-truth answers (SFT)"
+        if method == "sft"
+        else f"MixSD targets, λ = {config['lam']}: each token from the naive stream with probability λ, else the "
+        f"expert's, both continuing the same mixed prefix, temperature {config['temperature']}"
+    )
     tokens = stats["target_tokens"]
     pattern = shards.shard_name(0, manifest.get("format", 1)).replace("00000", "*")
-    schema = "\n".join(f"| `{field.name}` | {field.type} | {COLUMN_NOTES.get(field.name, '')} |"
-                       for field in SCHEMA)
+    schema = "\n".join(f"| `{field.name}` | {field.type} | {COLUMN_NOTES.get(field.name, '')} |" for field in SCHEMA)
     return f"""---
 configs:
 - config_name: default
@@ -62,19 +70,19 @@ tags:
 ---
 # {run_dir.name}
 
-Supervision targets written by `python -m generate` (MixSD project): {what}. Model `{config['model']}`
-({manifest['dtype']}), corpus `{config['corpus']}` (sha256 {manifest['corpus']['sha256'][:16]}…,
-{manifest['corpus']['examples']} examples), seed {config['seed']}, up to {config['max_new_tokens']} new tokens,
-{config['max_retries']} retries, failures: {config['on_failure']}.
+Supervision targets written by `python -m generate` (MixSD project): {what}. Model `{config["model"]}`
+({manifest["dtype"]}), corpus `{config["corpus"]}` (sha256 {manifest["corpus"]["sha256"][:16]}…,
+{manifest["corpus"]["examples"]} examples), seed {config["seed"]}, up to {config["max_new_tokens"]} new tokens,
+{config["max_retries"]} retries, failures: {config["on_failure"]}.
 
 | | |
 |---|---|
-| rows | {stats['rows']} ({len(manifest['skipped'])} examples skipped, listed in manifest.json) |
-| verified correct | {stats['correct']} ({stats['verified_fraction']:.1%}) |
-| targets cut at max_new_tokens | {stats['cut_at_length']} |
-| target tokens | {tokens['total']} (mean {tokens['mean']:.1f}, median {tokens['median']}, max {tokens['max']}) |
-| mean expert-token fraction | {stats['expert_token_fraction_mean']:.3f} |
-| shards | {len(manifest['shards'])} Parquet files (zstd), checksums in manifest.json |
+| rows | {stats["rows"]} ({len(manifest["skipped"])} examples skipped, listed in manifest.json) |
+| verified correct | {stats["correct"]} ({stats["verified_fraction"]:.1%}) |
+| targets cut at max_new_tokens | {stats["cut_at_length"]} |
+| target tokens | {tokens["total"]} (mean {tokens["mean"]:.1f}, median {tokens["median"]}, max {tokens["max"]}) |
+| mean expert-token fraction | {stats["expert_token_fraction_mean"]:.3f} |
+| shards | {len(manifest["shards"])} Parquet files (zstd), checksums in manifest.json |
 
 ## Columns
 
@@ -94,10 +102,10 @@ Training: `python -m train --shards {run_dir} …` (verified targets only unless
 ## How it was made
 
 The resolved configuration, package versions, per-shard checksums and counts are in `manifest.json`
-(config hash `{manifest['config_hash']}`):
+(config hash `{manifest["config_hash"]}`):
 
 ```json
-{json.dumps(manifest['config'], indent=1, sort_keys=True)}
+{json.dumps(manifest["config"], indent=1, sort_keys=True)}
 ```
 """
 

@@ -4,6 +4,7 @@ Both conditionals of a chunk of pairs run as one left-padded batch with a KV cac
 last logits of every row and calls the same `mix_step` as the vLLM processor. It serves where vLLM is
 absent and as the oracle in tests.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -16,8 +17,14 @@ from mixsd.batching import KVDecoder
 
 
 class HFPairedEngine:
-    def __init__(self, model: str, stop_token_ids: list[int], dtype: str = "auto", batch_pairs: int = 32,
-                 device: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        stop_token_ids: list[int],
+        dtype: str = "auto",
+        batch_pairs: int = 32,
+        device: str | None = None,
+    ):
         from transformers import AutoModelForCausalLM
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -29,7 +36,7 @@ class HFPairedEngine:
     def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
         results: list[PairResult] = []
         for start in range(0, len(jobs), self.batch_pairs):
-            chunk = jobs[start:start + self.batch_pairs]
+            chunk = jobs[start : start + self.batch_pairs]
             for offset, result in enumerate(self._decode_chunk(chunk, self.stop_token_ids)):
                 results.append(result)
                 if on_done is not None:
@@ -48,8 +55,9 @@ class HFPairedEngine:
         step = 0
         while bool(active.any()) and step < int(limit.max()):
             logits = decoder.logits
-            tokens, _ = mix_step(logits[:pairs], logits[pairs:], settings,
-                                 torch.full((pairs,), step, device=self.device))
+            tokens, _ = mix_step(
+                logits[:pairs], logits[pairs:], settings, torch.full((pairs,), step, device=self.device)
+            )
             expert_lp = torch.log_softmax(logits[:pairs], -1).gather(1, tokens[:, None]).squeeze(1)
             naive_lp = torch.log_softmax(logits[pairs:], -1).gather(1, tokens[:, None]).squeeze(1)
             for i in active.nonzero(as_tuple=True)[0].tolist():

@@ -16,6 +16,7 @@ Faults: an actor that dies (killed, node lost) surfaces as `RayActorError` on it
 replacement and puts the shard back in the queue. A shard is written only by the driver and only once, so the
 result has neither duplicates nor gaps. If the driver dies, the same command resumes from the manifests.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ from mixsd.errors import UserError
 
 @dataclass(frozen=True)
 class ShardTask:
-    run: int    # index into the job's list of runs (one per λ)
+    run: int  # index into the job's list of runs (one per λ)
     index: int  # shard index within the run
 
 
@@ -105,17 +106,20 @@ def check_resources(nodes: list[dict], config: GenerateConfig, on_cluster: bool)
     if any(all(need <= node.get(name, 0.0) for name, need in wanted.items()) for node in nodes):
         return
     largest = ", ".join(f"{name} {max((n.get(name, 0.0) for n in nodes), default=0.0):g}" for name in wanted)
-    message = (f"each worker asks for CPU {config.cpus_per_worker:g}, GPU {config.gpus_per_worker:g} "
-               f"(--cpus_per_worker, --gpus_per_worker) but no Ray node has that much (the most on one node: "
-               f"{largest})")
+    message = (
+        f"each worker asks for CPU {config.cpus_per_worker:g}, GPU {config.gpus_per_worker:g} "
+        f"(--cpus_per_worker, --gpus_per_worker) but no Ray node has that much (the most on one node: "
+        f"{largest})"
+    )
     if not on_cluster:
         raise RayResourceError(message)
     print(f"ray: warning: {message}; the workers wait until the autoscaler adds such a node", flush=True)
 
 
 def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config: GenerateConfig) -> None:
-    remote_worker = ray.remote(ShardWorker).options(num_gpus=config.gpus_per_worker, num_cpus=config.cpus_per_worker,
-                                                    max_concurrency=1)
+    remote_worker = ray.remote(ShardWorker).options(
+        num_gpus=config.gpus_per_worker, num_cpus=config.cpus_per_worker, max_concurrency=1
+    )
     worker_config = asdict(config) | {"dtype": driver.dtype}  # the precision the run's name says, on every worker
     workers = {k: remote_worker.remote(worker_config, k) for k in range(min(config.num_workers, len(queue)))}
     for k, actor in workers.items():
@@ -149,7 +153,10 @@ def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config:
         driver.record_shard(state, task.index, rows, report, seconds, written_by=info)
         done += 1
         rate = done / (time.perf_counter() - start)
-        print(f"ray: [{done}/{total}] {state.shard_path(task.index).relative_to(state.run_dir.parent)} by worker {worker_id} "
-              f"({rate * 60:.1f} shards/min, ETA {(total - done) / rate:.0f} s)", flush=True)
+        print(
+            f"ray: [{done}/{total}] {state.run_dir.name}/{state.shard_path(task.index).name} by worker {worker_id} "
+            f"({rate * 60:.1f} shards/min, ETA {(total - done) / rate:.0f} s)",
+            flush=True,
+        )
     for actor in workers.values():
         ray.kill(actor, no_restart=True)

@@ -1,4 +1,5 @@
 """Corpus -> run directories of mixed-supervision shards, one per λ, resumable shard by shard."""
+
 from __future__ import annotations
 
 import time
@@ -9,11 +10,11 @@ from tqdm import tqdm
 
 from corpora.schema import Example, load_jsonl
 from generate import shards
-from mixsd import prompts
 from generate.card import write_card
 from generate.config import GenerateConfig
 from generate.pairs import PairJob, PairResult
 from generate.sampling import sources
+from mixsd import prompts
 from mixsd.answers import is_correct
 from mixsd.checksums import file_sha256, model_fingerprint
 from mixsd.config import to_dict
@@ -51,7 +52,7 @@ class RunState:
     run_dir: Path
     manifest: dict
     shard_sizes: list[int]  # examples per shard, in shard order
-    lock: OutputLock        # held from open_run until close: one writer per run directory
+    lock: OutputLock  # held from open_run until close: one writer per run directory
 
     @property
     def complete(self) -> bool:
@@ -92,8 +93,9 @@ class Generator:
         self.tokenizer = load_tokenizer(config.model)
         self.examples = load_jsonl(config.corpus)
         # Examples assigned to shards: a fixed split of the corpus order, whoever generates them.
-        self.shard_examples = [self.examples[i:i + config.shard_size]
-                               for i in range(0, len(self.examples), config.shard_size)]
+        self.shard_examples = [
+            self.examples[i : i + config.shard_size] for i in range(0, len(self.examples), config.shard_size)
+        ]
         self.corpus_sha256 = file_sha256(config.corpus)
         self.model_id = model_fingerprint(config.model)
         self.max_model_len = config.max_model_len or model_context_length(config.model)
@@ -112,8 +114,13 @@ class Generator:
         try:
             if state.complete:
                 return state.run_dir
-            bar = tqdm(total=len(self.examples), initial=state.examples_done(),
-                       unit="ex", desc=state.run_dir.name, disable=not self.config.progress)
+            bar = tqdm(
+                total=len(self.examples),
+                initial=state.examples_done(),
+                unit="ex",
+                desc=state.run_dir.name,
+                disable=not self.config.progress,
+            )
             for index in state.missing:
                 start = time.perf_counter()
                 rows, report = self.shard_rows(index, lam, bar)
@@ -152,8 +159,15 @@ class Generator:
             self._prepared[index] = [self._prepare(e) for e in self.shard_examples[index]]
         return self._prepared[index]
 
-    def record_shard(self, state: RunState, index: int, rows: list[dict], report: dict, seconds: float,
-                     written_by: dict | None = None) -> None:
+    def record_shard(
+        self,
+        state: RunState,
+        index: int,
+        rows: list[dict],
+        report: dict,
+        seconds: float,
+        written_by: dict | None = None,
+    ) -> None:
         """Write one shard atomically, then list it in the manifest (entries in shard order)."""
         entry = shards.write_shard(state.shard_path(index), rows, self.config.row_group_size)
         entry |= {"examples": len(self.shard_examples[index]), "seconds": round(seconds, 3)} | report["counts"]
@@ -171,23 +185,37 @@ class Generator:
         manifest["complete"] = True
         shards.save_manifest(state.run_dir, manifest)
         totals = manifest["totals"]
-        print(f"{state.run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
-              f"{totals['splits']} splits ({totals['recovered']} pairs recovered), {totals['tokens_per_s']:.1f} target tokens/s")
+        print(
+            f"{state.run_dir}: {sum(s['rows'] for s in manifest['shards'])} rows, {totals['correct']} correct, "
+            f"{totals['splits']} splits ({totals['recovered']} pairs recovered), "
+            f"{totals['tokens_per_s']:.1f} target tokens/s"
+        )
         return state.run_dir
 
     def _fresh_manifest(self, lam, digest: str, settings: dict) -> dict:
         return {
-            "format": shards.FORMAT_VERSION, "config": to_dict(self.config) | {"lam": lam}, "output_settings": settings, "config_hash": digest,
-            "versions": versions(), "corpus": {"path": self.config.corpus, "sha256": self.corpus_sha256,
-                                               "examples": len(self.examples)},
-            "dtype": self.dtype, "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
-            "max_model_len": self.max_model_len, "stop_token_ids": self.stop_ids,
-            "shards": [], "skipped": [], "totals": {}, "complete": False,
+            "format": shards.FORMAT_VERSION,
+            "config": to_dict(self.config) | {"lam": lam},
+            "output_settings": settings,
+            "config_hash": digest,
+            "versions": versions(),
+            "corpus": {"path": self.config.corpus, "sha256": self.corpus_sha256, "examples": len(self.examples)},
+            "dtype": self.dtype,
+            "tokenizer": type(self.tokenizer).__name__,
+            "vocab_size": len(self.tokenizer),
+            "max_model_len": self.max_model_len,
+            "stop_token_ids": self.stop_ids,
+            "shards": [],
+            "skipped": [],
+            "totals": {},
+            "complete": False,
         }
 
     # ---- one shard --------------------------------------------------------------------------------------
     def _shard_rows(self, prepared: list[Prepared], lam: float | None, bar) -> tuple[list[dict], dict]:
-        skipped = [{"id": p.example.id, "reason": _too_long(p, self.max_model_len)} for p in prepared if p.max_tokens <= 0]
+        skipped = [
+            {"id": p.example.id, "reason": _too_long(p, self.max_model_len)} for p in prepared if p.max_tokens <= 0
+        ]
         usable = [p for p in prepared if p.max_tokens > 0]
         bar.update(len(prepared) - len(usable))
         if self.config.method == "sft":
@@ -242,34 +270,76 @@ class Generator:
 
     def _job(self, p: Prepared, lam: float, sample: int) -> PairJob:
         cfg = self.config
-        return PairJob(p.naive_ids, p.expert_ids, key=example_key(p.example.id), sample=sample, seed=cfg.seed,
-                       lam=lam, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_tokens=p.max_tokens)
+        return PairJob(
+            p.naive_ids,
+            p.expert_ids,
+            key=example_key(p.example.id),
+            sample=sample,
+            seed=cfg.seed,
+            lam=lam,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            max_tokens=p.max_tokens,
+        )
 
     def _mixsd_row(self, p: Prepared, lam: float, sample: int, result: PairResult) -> dict:
         text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
         source = sources(self.config.seed, example_key(p.example.id), sample, lam, len(result.tokens))
         expert_lp, naive_lp = (result.expert_logprobs, result.naive_logprobs) if self.config.logprobs else (None, None)
-        return self._row(p, lam, sample, result.tokens, text, source, expert_lp, naive_lp,
-                         correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
-                         attempts=sample + 1, finish=result.finish_reason)
+        return self._row(
+            p,
+            lam,
+            sample,
+            result.tokens,
+            text,
+            source,
+            expert_lp,
+            naive_lp,
+            correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
+            attempts=sample + 1,
+            finish=result.finish_reason,
+        )
 
     def _ground_truth_row(self, p: Prepared, lam, attempts: int, finish: str) -> dict:
         room = self.max_model_len - len(p.naive_ids)  # training sees the naive prompt; max_new_tokens is for sampling
         ids = list(self.tokenizer(p.example.answer, add_special_tokens=False)["input_ids"])[:room]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return self._row(p, lam, 0, ids, text, [Source.GROUND_TRUTH] * len(ids), None, None,
-                         correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
-                         attempts=attempts, finish=finish)
+        return self._row(
+            p,
+            lam,
+            0,
+            ids,
+            text,
+            [Source.GROUND_TRUTH] * len(ids),
+            None,
+            None,
+            correct=is_correct(text, p.example.clear_answer, self.config.answer_rule),
+            attempts=attempts,
+            finish=finish,
+        )
 
     def _row(self, p, lam, sample, ids, text, source, expert_lp, naive_lp, correct, attempts, finish) -> dict:
         cfg = self.config
         return {
-            "example_id": p.example.id, "sample_index": sample, "split": p.example.split, "method": cfg.method,
-            "lambda": lam, "temperature": cfg.temperature if cfg.method == "mixsd" else None, "seed": cfg.seed,
-            "prompt_ids": p.naive_ids, "expert_prompt_ids": p.expert_ids, "target_ids": list(ids),
-            "target_text": text, "source": source, "expert_logprobs": expert_lp, "naive_logprobs": naive_lp,
+            "example_id": p.example.id,
+            "sample_index": sample,
+            "split": p.example.split,
+            "method": cfg.method,
+            "lambda": lam,
+            "temperature": cfg.temperature if cfg.method == "mixsd" else None,
+            "seed": cfg.seed,
+            "prompt_ids": p.naive_ids,
+            "expert_prompt_ids": p.expert_ids,
+            "target_ids": list(ids),
+            "target_text": text,
+            "source": source,
+            "expert_logprobs": expert_lp,
+            "naive_logprobs": naive_lp,
             "expert_token_fraction": (sum(1 for s in source if s == Source.EXPERT) / len(source)) if source else 0.0,
-            "correct": correct, "attempts": attempts, "finish_reason": finish,
+            "correct": correct,
+            "attempts": attempts,
+            "finish_reason": finish,
         }
 
     def _get_engine(self):
@@ -293,12 +363,20 @@ class Generator:
         print(engine_line(kv_plan, eager, cfg.enforce_eager), flush=True)
         settings = EngineSettings(
             # As many whole pairs as the cache holds at full length: the scheduler never has to preempt one.
-            model=cfg.model, dtype=self.dtype, max_model_len=kv_plan.max_len,
+            model=cfg.model,
+            dtype=self.dtype,
+            max_model_len=kv_plan.max_len,
             max_num_seqs=max(2, kv_plan.max_seqs - kv_plan.max_seqs % 2),
-            gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=kv_plan.bytes,
-            num_gpu_blocks_override=cfg.num_gpu_blocks_override, tensor_parallel_size=cfg.tensor_parallel_size,
-            enforce_eager=eager, logprobs=cfg.logprobs, max_splits=cfg.max_splits,
-            allow_untested_vllm=cfg.allow_untested_vllm, seed=cfg.seed)
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            kv_cache_bytes=kv_plan.bytes,
+            num_gpu_blocks_override=cfg.num_gpu_blocks_override,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            enforce_eager=eager,
+            logprobs=cfg.logprobs,
+            max_splits=cfg.max_splits,
+            allow_untested_vllm=cfg.allow_untested_vllm,
+            seed=cfg.seed,
+        )
         start = time.perf_counter()
         try:
             engine = VLLMPairedEngine(settings, self.stop_ids)
@@ -313,10 +391,16 @@ class Generator:
     def kv_cache_plan(self) -> KVCachePlan:
         """The engine's KV cache: what the job can have in flight (both members of every pair, prompt + new
         tokens), unless --kv_cache_gib says otherwise."""
-        lengths = [len(ids) + p.max_tokens for index in range(len(self.shard_examples))
-                   for p in self._prepared_shard(index) if p.max_tokens > 0 for ids in (p.expert_ids, p.naive_ids)]
-        return plan_kv_cache(self.config.model, self.dtype, lengths, self.config.max_num_seqs,
-                             self.config.kv_cache_gib, on_gpu=_on_gpu())
+        lengths = [
+            len(ids) + p.max_tokens
+            for index in range(len(self.shard_examples))
+            for p in self._prepared_shard(index)
+            if p.max_tokens > 0
+            for ids in (p.expert_ids, p.naive_ids)
+        ]
+        return plan_kv_cache(
+            self.config.model, self.dtype, lengths, self.config.max_num_seqs, self.config.kv_cache_gib, on_gpu=_on_gpu()
+        )
 
 
 def _on_gpu() -> bool:
@@ -350,8 +434,10 @@ def _progress(bar):
 
 
 def _too_long(p: Prepared, limit: int) -> str:
-    return (f"prompt of {max(len(p.naive_ids), len(p.expert_ids))} tokens leaves no room to generate "
-            f"within max_model_len {limit}")
+    return (
+        f"prompt of {max(len(p.naive_ids), len(p.expert_ids))} tokens leaves no room to generate "
+        f"within max_model_len {limit}"
+    )
 
 
 def _split_counts(engine) -> tuple[int, int]:
@@ -361,8 +447,13 @@ def _split_counts(engine) -> tuple[int, int]:
 
 
 def _counts(rows: list[dict], tokens: int, retried: int, splits: int) -> dict:
-    return {"rows": len(rows), "correct": sum(r["correct"] for r in rows), "generated_tokens": tokens,
-            "retried": retried, "splits": splits}
+    return {
+        "rows": len(rows),
+        "correct": sum(r["correct"] for r in rows),
+        "generated_tokens": tokens,
+        "retried": retried,
+        "splits": splits,
+    }
 
 
 def _accumulate(totals: dict, counts: dict, seconds: float) -> None:

@@ -3,6 +3,7 @@
 Both backends call `mix_step` on the raw logits of the expert and naive rows, so they agree token for token
 whenever their logits agree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,25 +21,32 @@ class PairSettings:
     seed: torch.Tensor
     key: torch.Tensor
     sample: torch.Tensor
-    lam: torch.Tensor          # float64
+    lam: torch.Tensor  # float64
     temperature: torch.Tensor  # float32
     top_k: torch.Tensor
-    top_p: torch.Tensor        # float32
+    top_p: torch.Tensor  # float32
 
     @classmethod
     def stack(cls, specs: list[dict], device) -> "PairSettings":
         """From per-pair spec dicts (`PairJob.spec`), as the backends receive them."""
+
         def column(name, dtype):
             return torch.tensor([s[name] for s in specs], dtype=dtype, device=device)
 
-        return cls(seed=column("seed", torch.int64), key=column("key", torch.int64),
-                   sample=column("sample", torch.int64), lam=column("lam", torch.float64),
-                   temperature=column("temperature", torch.float32), top_k=column("top_k", torch.int64),
-                   top_p=column("top_p", torch.float32))
+        return cls(
+            seed=column("seed", torch.int64),
+            key=column("key", torch.int64),
+            sample=column("sample", torch.int64),
+            lam=column("lam", torch.float64),
+            temperature=column("temperature", torch.float32),
+            top_k=column("top_k", torch.int64),
+            top_p=column("top_p", torch.float32),
+        )
 
 
-def draw(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-         u: torch.Tensor) -> torch.Tensor:
+def draw(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
     """Tokens from each row's conditional: argmax at temperature 0, else inverse-CDF sampling with `u`
     after temperature, top-k and top-p."""
     tokens = logits.argmax(dim=-1)
@@ -52,8 +60,9 @@ def draw(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, t
     if len(plain):
         tokens[plain] = _inverse_cdf(torch.softmax(scaled[~filtered], dim=-1), u[plain])
     if bool(filtered.any()):
-        tokens[rows[filtered]] = _filtered_sample(scaled[filtered], top_k[rows[filtered]],
-                                                  top_p[rows[filtered]], u[rows[filtered]])
+        tokens[rows[filtered]] = _filtered_sample(
+            scaled[filtered], top_k[rows[filtered]], top_p[rows[filtered]], u[rows[filtered]]
+        )
     return tokens
 
 
@@ -78,8 +87,13 @@ def _filtered_sample(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Ten
     return indices.gather(1, _inverse_cdf(probs, u)[:, None]).squeeze(-1)
 
 
-def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: PairSettings,
-             position: torch.Tensor, any_sampled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_step(
+    expert_logits: torch.Tensor,
+    naive_logits: torch.Tensor,
+    settings: PairSettings,
+    position: torch.Tensor,
+    any_sampled: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(token, from_expert) per pair at target `position`: the naive draw with probability λ.
     `any_sampled=False` (every pair at temperature 0) skips hashing the uniforms no argmax needs."""
     args = (settings.seed, settings.key, settings.sample, position)
@@ -95,6 +109,11 @@ def mix_step(expert_logits: torch.Tensor, naive_logits: torch.Tensor, settings: 
 def sources(seed: int, key: int, sample: int, lam: float, length: int) -> list[int]:
     """Per target position, the `Source` of the token (expert or naive): the same coins `mix_step` flipped,
     recomputed from (seed, key, sample, position), so no per-token bookkeeping leaves the engine."""
-    coin = uniforms(torch.tensor(seed), torch.tensor(key), torch.tensor(sample),
-                    torch.arange(length, dtype=torch.int64), Stream.COIN)
+    coin = uniforms(
+        torch.tensor(seed),
+        torch.tensor(key),
+        torch.tensor(sample),
+        torch.arange(length, dtype=torch.int64),
+        Stream.COIN,
+    )
     return torch.where(coin >= lam, int(Source.EXPERT), int(Source.NAIVE)).to(torch.int8).tolist()

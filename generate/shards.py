@@ -1,5 +1,6 @@
 """Writing run directories: Parquet shards (written to a temp name, then renamed) and the manifest that lists
 them. The format itself (schema, names, manifest reading) is mixsd/run_format.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,10 @@ def open_run(run_dir: Path, digest: str, fresh: dict[str, Any]) -> dict[str, Any
             raise RunDirError(f"{run_dir}: holds shards but no {MANIFEST}; refusing to write into it")
         return fresh
     if existing.get("config_hash") != digest:
-        raise RunDirError(f"{run_dir}: holds a run with config hash {existing.get('config_hash')}, "
-                          f"not {digest}; refusing to write into it")
+        raise RunDirError(
+            f"{run_dir}: holds a run with config hash {existing.get('config_hash')}, "
+            f"not {digest}; refusing to write into it"
+        )
     return existing
 
 

@@ -10,6 +10,7 @@ recovered result identical to an unsplit run. A pair that splits `max_splits` ti
 agreed token while it is alone in the engine (its two members cannot run together: too little KV cache or
 token budget) is given up, and the caller lists it as skipped instead of looping forever.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def check_vllm_version(version: str, allow_untested: bool) -> None:
     minor = ".".join(version.split(".")[:2])
     if minor in TESTED_VLLM:
         return
-    message = (f"vLLM {version} is untested with the paired logits processor (tested: {', '.join(TESTED_VLLM)}); "
-               "install the pinned version (make install) or pass --allow_untested_vllm true to try it")
+    message = (
+        f"vLLM {version} is untested with the paired logits processor (tested: {', '.join(TESTED_VLLM)}); "
+        "install the pinned version (make install) or pass --allow_untested_vllm true to try it"
+    )
     if not allow_untested:
         raise UntestedVLLMError(message)
     print(f"warning: {message}", flush=True)
@@ -125,7 +128,8 @@ class PairedMixProcessor(LogitsProcessor):
             settings=PairSettings.stack(specs, self.device),
             expert_outputs=[p[EXPERT][1].output_ids for p in complete],
             naive_outputs=[p[NAIVE][1].output_ids for p in complete],
-            any_sampled=any(s["temperature"] > 0 for s in specs))
+            any_sampled=any(s["temperature"] > 0 for s in specs),
+        )
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
@@ -137,8 +141,9 @@ class PairedMixProcessor(LogitsProcessor):
         naive_len = torch.tensor([len(o) for o in plan.naive_outputs], device=self.device)
         # Members whose outputs differ in length are out of step: leave them alone, the driver recovers them.
         in_step = expert_len == naive_len
-        tokens, _ = mix_step(logits[plan.expert_rows], logits[plan.naive_rows], plan.settings,
-                             plan.offset + expert_len, plan.any_sampled)
+        tokens, _ = mix_step(
+            logits[plan.expert_rows], logits[plan.naive_rows], plan.settings, plan.offset + expert_len, plan.any_sampled
+        )
         rows = torch.cat([plan.expert_rows[in_step], plan.naive_rows[in_step]])
         chosen = tokens[in_step].repeat(2)
         if len(rows) == logits.shape[0]:
@@ -157,14 +162,14 @@ class EngineSettings:
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.3  # GPUs, when kv_cache_bytes is None
-    kv_cache_bytes: int | None = None    # the KV cache's size; see mixsd.engine_memory (None: vLLM sizes it)
+    kv_cache_bytes: int | None = None  # the KV cache's size; see mixsd.engine_memory (None: vLLM sizes it)
     num_gpu_blocks_override: int | None = None
     tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
     enforce_eager: bool = True  # skip compilation: starts in about a second (see mixsd.engine_memory.resolve_eager)
-    ignore_eos: bool = False   # benchmarks: fixed lengths
-    logprobs: bool = True      # raw log p_E / log p_N of each forced token; costs vLLM bookkeeping per token
-    max_splits: int = 8        # a pair that splits this often in a row, alone and without progress, is skipped
+    ignore_eos: bool = False  # benchmarks: fixed lengths
+    logprobs: bool = True  # raw log p_E / log p_N of each forced token; costs vLLM bookkeeping per token
+    max_splits: int = 8  # a pair that splits this often in a row, alone and without progress, is skipped
     allow_untested_vllm: bool = False
     seed: int = 0
 
@@ -215,9 +220,9 @@ class _Flight:
 
 @dataclass
 class DecodeStats:
-    splits: int = 0      # split events (a pair can split more than once)
-    recovered: int = 0   # pairs that finished after at least one split
-    unpaired: int = 0    # pairs given up after max_splits splits without progress
+    splits: int = 0  # split events (a pair can split more than once)
+    recovered: int = 0  # pairs that finished after at least one split
+    unpaired: int = 0  # pairs given up after max_splits splits without progress
 
 
 class VLLMPairedEngine:
@@ -230,13 +235,22 @@ class VLLMPairedEngine:
         self.settings = settings
         self.stop_token_ids = list(stop_token_ids)
         args = EngineArgs(
-            model=settings.model, dtype=settings.dtype, max_model_len=settings.max_model_len,
-            max_num_seqs=settings.max_num_seqs, max_num_batched_tokens=settings.max_num_batched_tokens,
-            gpu_memory_utilization=settings.gpu_memory_utilization, kv_cache_memory_bytes=settings.kv_cache_bytes,
+            model=settings.model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            kv_cache_memory_bytes=settings.kv_cache_bytes,
             num_gpu_blocks_override=settings.num_gpu_blocks_override,
-            tensor_parallel_size=settings.tensor_parallel_size, enforce_eager=settings.enforce_eager,
-            enable_prefix_caching=settings.enable_prefix_caching, seed=settings.seed,
-            logits_processors=[PairedMixProcessor], async_scheduling=False, disable_log_stats=True)
+            tensor_parallel_size=settings.tensor_parallel_size,
+            enforce_eager=settings.enforce_eager,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            seed=settings.seed,
+            logits_processors=[PairedMixProcessor],
+            async_scheduling=False,
+            disable_log_stats=True,
+        )
         self.engine = LLMEngine.from_engine_args(args)
         scheduler = self.engine.vllm_config.scheduler_config
         self.token_budget = scheduler.max_num_batched_tokens
@@ -296,11 +310,16 @@ class VLLMPairedEngine:
         remaining = flight.job.max_tokens - len(prefix)
         for role, prompt in ((EXPERT, flight.job.expert_ids), (NAIVE, flight.job.naive_ids)):
             params = SamplingParams(
-                temperature=0.0, max_tokens=remaining, logprobs=0 if self.settings.logprobs else None,
+                temperature=0.0,
+                max_tokens=remaining,
+                logprobs=0 if self.settings.logprobs else None,
                 stop_token_ids=self.stop_token_ids,
-                ignore_eos=self.settings.ignore_eos, output_kind=RequestOutputKind.DELTA, detokenize=False,
+                ignore_eos=self.settings.ignore_eos,
+                output_kind=RequestOutputKind.DELTA,
+                detokenize=False,
                 flat_logprobs=True,
-                extra_args={SPEC_KEY: flight.job.spec(flight.uid, role, len(prefix))})
+                extra_args={SPEC_KEY: flight.job.spec(flight.uid, role, len(prefix))},
+            )
             request_id = f"{flight.uid}-{role}"
             self._requests[request_id] = (flight.uid, role)
             self.engine.add_request(request_id, {"prompt_token_ids": list(prompt) + prefix}, params)
@@ -324,9 +343,13 @@ class VLLMPairedEngine:
 
 
 def _unpaired(flight: _Flight) -> PairResult:
-    return PairResult(finish_reason="unpaired", failure=(
-        f"split {flight.stalls} times in a row without an agreed token: the engine could not run both members "
-        "of the pair together (KV cache or token budget too small for the two prompts); raise --kv_cache_gib"))
+    return PairResult(
+        finish_reason="unpaired",
+        failure=(
+            f"split {flight.stalls} times in a row without an agreed token: the engine could not run both members "
+            "of the pair together (KV cache or token budget too small for the two prompts); raise --kv_cache_gib"
+        ),
+    )
 
 
 def _agreed_length(expert: list[int], naive: list[int]) -> int:
@@ -344,4 +367,5 @@ def _finish(flight: _Flight, stop_token_ids: list[int]) -> PairResult:
         tokens=prefix.tokens + tokens[:keep],
         expert_logprobs=prefix.expert_logprobs + flight.logprobs[EXPERT][:keep],
         naive_logprobs=prefix.naive_logprobs + flight.logprobs[NAIVE][:keep],
-        finish_reason="stop" if stopped else "length")
+        finish_reason="stop" if stopped else "length",
+    )

@@ -1,5 +1,6 @@
 """Answer rules: reading the answer out of a reply and comparing it with an example's `clear_answer`. The
 generator verifies its targets with them and evaluation scores replies with them: one definition for both."""
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 A reader therefore sees either the old file or the complete new one, never a half-written file, and an
 error (or a kill) while writing leaves nothing behind under the final name.
 """
+
 from __future__ import annotations
 
 import contextlib

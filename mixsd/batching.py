@@ -1,5 +1,6 @@
 """Left-padded batches: every row's next token sits in the last column. Incremental decoding with a KV cache, and
 the log-distributions over a continuation in one forward."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,8 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     return ids.to(device), mask.to(device), positions.to(device)
 
@@ -34,8 +35,13 @@ class KVDecoder:
 
     def feed(self, tokens: torch.Tensor) -> None:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
-        out = self.model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_position[:, None],
-                         past_key_values=self.cache, use_cache=True)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.next_position[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.cache, self.next_position = out.past_key_values, self.next_position + 1
         self.logits = out.logits[:, -1].float()
 
@@ -71,5 +77,5 @@ def continuation_logprobs(model, sequences: list[list[int]], prompt_lengths: lis
     out = []
     for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
         start = width - len(sequence) + prompt_length - 1
-        out.append(torch.log_softmax(logits[row, start:width - 1].float(), dim=-1))
+        out.append(torch.log_softmax(logits[row, start : width - 1].float(), dim=-1))
     return out

@@ -7,6 +7,7 @@ OUT/step-NNNNNN/          a checkpoint: a Hugging Face model directory (vLLM and
     checkpoint.json       the config and versions that wrote this checkpoint, and its step
 A checkpoint directory only gets its final name once complete, so a listed one is whole.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Hashing a model's weights costs a read of every byte (about 1 s per GB), so each
 in a small cache keyed by (absolute path, size, modification time): a file rewritten in place gets a new
 mtime and is hashed again; an unchanged one is read once per machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def cache_path() -> Path:
-    root = os.environ.get("MIXSD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                         os.path.expanduser("~/.cache"), "mixsd")
+    root = os.environ.get("MIXSD_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mixsd"
+    )
     return Path(root) / "sha256.json"
 
 
@@ -50,8 +52,10 @@ def model_fingerprint(model: str | os.PathLike) -> dict[str, Any]:
         return {"hub_id": str(model)}
     weights = sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     config = root / "config.json"
-    return {"config_sha256": cached_file_sha256(config) if config.exists() else None,
-            "weights_sha256": {p.name: cached_file_sha256(p) for p in weights}}
+    return {
+        "config_sha256": cached_file_sha256(config) if config.exists() else None,
+        "weights_sha256": {p.name: cached_file_sha256(p) for p in weights},
+    }
 
 
 def _read_cache(store: Path) -> dict[str, str]:

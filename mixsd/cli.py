@@ -1,4 +1,5 @@
 """Command-line helpers shared by the stage entry points."""
+
 from __future__ import annotations
 
 import sys

@@ -4,6 +4,7 @@ Precedence, lowest first: the dataclass defaults, the YAML file's top-level scal
 field (settings shared by all stages, such as `model` and `seed`), the YAML section of the stage, and
 finally the `--key value` flags. Unknown keys are errors, so a typo never silently does nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,6 +109,4 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def describe(config: Any) -> str:
     """The resolved config as printed at the start of every command."""
-    return f"{type(config).__name__}:\n" + "\n".join(
-        f"  {k}: {json.dumps(v)}" for k, v in to_dict(config).items()
-    )
+    return f"{type(config).__name__}:\n" + "\n".join(f"  {k}: {json.dumps(v)}" for k, v in to_dict(config).items())

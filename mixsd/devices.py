@@ -3,6 +3,7 @@
 Vendor datasheet figures without sparsity (H100/H200 SXM: 989 TFLOP/s; A100: 312; L40S: 362; L4: 121). A
 device not in the table gets no MFU figure rather than a guessed one; CPUs are never listed.
 """
+
 from __future__ import annotations
 
 import torch

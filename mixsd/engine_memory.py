@@ -8,6 +8,7 @@ smaller cache is never wrong, only slower: vLLM admits what fits and preempts th
 
 On GPUs, where vLLM measures the device itself, `gpu_memory_utilization` still applies unless a size is given.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ from mixsd.errors import UserError
 from mixsd.models import declared_dtype, text_config
 
 GIB = 1 << 30
-FLOOR_BYTES = 32 << 20   # enough for a few short sequences of a small model
-CAP_BYTES = 1 << 30      # the default's ceiling on CPU: a CPU decodes a few dozen sequences at a time anyway
-BLOCK_TOKENS = 128       # vLLM's CPU block size; a multiple of the GPU's 16, so a safe rounding on both
+FLOOR_BYTES = 32 << 20  # enough for a few short sequences of a small model
+CAP_BYTES = 1 << 30  # the default's ceiling on CPU: a CPU decodes a few dozen sequences at a time anyway
+BLOCK_TOKENS = 128  # vLLM's CPU block size; a multiple of the GPU's 16, so a safe rounding on both
 EAGER_CHOICES = ("auto", "true", "false")
 
 
@@ -30,10 +31,10 @@ class EngineMemoryError(UserError):
 
 @dataclass(frozen=True)
 class KVCachePlan:
-    bytes: int | None   # None: vLLM sizes the cache from gpu_memory_utilization (GPUs only)
-    max_seqs: int       # sequences in flight: as many of the job's longest as the cache holds whole
-    max_len: int        # the engine's max_model_len: the job's longest sequence
-    why: str            # one line for the log and for error messages
+    bytes: int | None  # None: vLLM sizes the cache from gpu_memory_utilization (GPUs only)
+    max_seqs: int  # sequences in flight: as many of the job's longest as the cache holds whole
+    max_len: int  # the engine's max_model_len: the job's longest sequence
+    why: str  # one line for the log and for error messages
 
 
 def bytes_per_token(model: str, dtype: str = "auto") -> int:
@@ -72,8 +73,9 @@ def sequences_that_fit(sequence_tokens: list[int], tokens: int, max_seqs: int) -
     return max(1, fit)
 
 
-def plan_kv_cache(model: str, dtype: str, sequence_tokens: list[int], max_seqs: int, kv_cache_gib: float | None,
-                  on_gpu: bool) -> KVCachePlan:
+def plan_kv_cache(
+    model: str, dtype: str, sequence_tokens: list[int], max_seqs: int, kv_cache_gib: float | None, on_gpu: bool
+) -> KVCachePlan:
     """The KV cache for a job whose sequences (prompt + new tokens) have the given lengths."""
     if not sequence_tokens:
         sequence_tokens = [1]
@@ -88,12 +90,19 @@ def plan_kv_cache(model: str, dtype: str, sequence_tokens: list[int], max_seqs: 
         size, how = int(kv_cache_gib * GIB), "set by --kv_cache_gib"
     else:
         size = min(max(FLOOR_BYTES, whole_job), CAP_BYTES)
-        how = (f"sized from the job (all {min(max_seqs, len(sequence_tokens))} sequences in flight need "
-               f"{whole_job / GIB:.3f} GiB; floor {FLOOR_BYTES >> 20} MiB, ceiling {CAP_BYTES / GIB:g} GiB)")
+        how = (
+            f"sized from the job (all {min(max_seqs, len(sequence_tokens))} sequences in flight need "
+            f"{whole_job / GIB:.3f} GiB; floor {FLOOR_BYTES >> 20} MiB, ceiling {CAP_BYTES / GIB:g} GiB)"
+        )
         size = max(size, _blocks(max_len) * per_token)  # vLLM refuses a cache that cannot hold one whole sequence
     fit = sequences_that_fit(sequence_tokens, size // per_token - BLOCK_TOKENS, max_seqs)  # vLLM keeps one block
-    return KVCachePlan(size, fit, max_len, f"KV cache {size / GIB:.3f} GiB {how}, {per_token} bytes/token: "
-                                           f"{fit} sequences of up to {max_len} tokens in flight")
+    return KVCachePlan(
+        size,
+        fit,
+        max_len,
+        f"KV cache {size / GIB:.3f} GiB {how}, {per_token} bytes/token: "
+        f"{fit} sequences of up to {max_len} tokens in flight",
+    )
 
 
 def explain_memory_error(err: Exception, plan: KVCachePlan) -> EngineMemoryError | None:
@@ -101,9 +110,11 @@ def explain_memory_error(err: Exception, plan: KVCachePlan) -> EngineMemoryError
     text = str(err)
     if "kv cache" not in text.lower() and "kv_cache" not in text.lower():
         return None
-    return EngineMemoryError(f"the engine could not get its KV cache: {plan.why}. vLLM: {text.strip()} "
-                             "Set --kv_cache_gib lower (a smaller cache only admits fewer sequences at once) or "
-                             "lower --max_num_seqs.")
+    return EngineMemoryError(
+        f"the engine could not get its KV cache: {plan.why}. vLLM: {text.strip()} "
+        "Set --kv_cache_gib lower (a smaller cache only admits fewer sequences at once) or "
+        "lower --max_num_seqs."
+    )
 
 
 def engine_line(plan: KVCachePlan, eager: bool, choice: str) -> str:

@@ -3,6 +3,7 @@
 Every command-line entry point turns a `UserError` into one `error: …` line and exit status 2, and lets
 anything else raise with its traceback: an unexpected exception is a bug to be seen, not a message to be read.
 """
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ host, start time), so a second writer is refused with a message naming the first
 file. The kernel releases the lock when its holder dies, however it dies; the file with the dead holder's
 record then stays behind, and the next writer takes over with a warning that names it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -35,10 +36,18 @@ class OutputLock:
         handle = self._locked_handle()
         left = _read_holder(handle)
         if left:
-            print(f"warning: taking over {self.what}: its last writer, {_describe(left)}, ended without "
-                  "releasing it", file=sys.stderr)
-        _write_holder(handle, {"pid": os.getpid(), "host": socket.gethostname(),
-                               "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
+            print(
+                f"warning: taking over {self.what}: its last writer, {_describe(left)}, ended without releasing it",
+                file=sys.stderr,
+            )
+        _write_holder(
+            handle,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            },
+        )
         self._handle = handle
         return self
 
@@ -52,8 +61,10 @@ class OutputLock:
             except BlockingIOError:
                 holder = _read_holder(handle)
                 handle.close()
-                raise LockError(f"{self.what} is being written by {_describe(holder)} (lock {self.path}); "
-                                "wait for it to finish or stop it") from None
+                raise LockError(
+                    f"{self.what} is being written by {_describe(holder)} (lock {self.path}); "
+                    "wait for it to finish or stop it"
+                ) from None
             try:
                 if os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
                     return handle

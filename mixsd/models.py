@@ -1,4 +1,5 @@
 """Opening a model's tokenizer with errors that say which directory lacks what."""
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +42,10 @@ def load_tokenizer(model: str, flag: str = "--model"):
 
     root = Path(model)
     if root.is_dir() and not any((root / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(f"{flag} {model!r}: no tokenizer in this model directory (none of "
-                             f"{', '.join(TOKENIZER_FILES)}); save it beside the weights (tokenizer.save_pretrained)")
+        raise ModelLoadError(
+            f"{flag} {model!r}: no tokenizer in this model directory (none of "
+            f"{', '.join(TOKENIZER_FILES)}); save it beside the weights (tokenizer.save_pretrained)"
+        )
     try:
         return AutoTokenizer.from_pretrained(model)
     except (OSError, ValueError) as err:

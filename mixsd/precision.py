@@ -6,6 +6,7 @@ project was tested on, 0.9 GFLOP/s against 139 GFLOP/s in float32, and SmolLM2 d
 in bf16. So `auto` on CPU measures one small matmul in both precisions once per process and takes float32
 when bf16 is more than twice as slow.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
 """Naive and expert prompts, tokenized once with the model's own chat template (generate builds its pairs
 with them; evaluate asks its questions the same way)."""
+
 from __future__ import annotations
 
 from corpora.schema import Example
@@ -8,8 +9,9 @@ from corpora.schema import Example
 def chat_ids(tokenizer, user_text: str) -> list[int]:
     """The user turn through the chat template (generation prompt added), or a plain-text fallback."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(f"Question: {user_text}\nAnswer:", add_special_tokens=True)["input_ids"])
 
@@ -20,7 +22,9 @@ def naive_ids(tokenizer, example: Example) -> list[int]:
 
 def expert_ids(tokenizer, example: Example, template: str) -> list[int]:
     # replace(), not format(): templates may hold literal braces such as \boxed{}.
-    return chat_ids(tokenizer, template.replace("{question}", example.question).replace("{context}", example.expert_context))
+    return chat_ids(
+        tokenizer, template.replace("{question}", example.question).replace("{context}", example.expert_context)
+    )
 
 
 def stop_token_ids(tokenizer, model_dir: str) -> list[int]:

@@ -4,6 +4,7 @@ Nothing depends on batch order, scheduling or retries, so the same config always
 and a λ sweep reuses the same uniforms (common random numbers): two λ values differ only where a coin
 compared against them lands between the two.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +13,12 @@ from enum import IntEnum
 import torch
 
 
-
 class Stream(IntEnum):
     """Independent streams of uniforms at one position: the λ coin and each conditional's token draw."""
-    COIN = 0     # naive token where coin < λ
-    EXPERT = 1   # the expert's sample
-    NAIVE = 2    # the naive sample
+
+    COIN = 0  # naive token where coin < λ
+    EXPERT = 1  # the expert's sample
+    NAIVE = 2  # the naive sample
     ROLLOUT = 3  # OPSD's on-policy rollouts (train/opsd.py)
 
 
@@ -54,11 +55,12 @@ def example_key(example_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(example_id.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def uniforms(seed: torch.Tensor, key: torch.Tensor, sample: torch.Tensor, position: torch.Tensor,
-             stream: int) -> torch.Tensor:
+def uniforms(
+    seed: torch.Tensor, key: torch.Tensor, sample: torch.Tensor, position: torch.Tensor, stream: int
+) -> torch.Tensor:
     """Uniforms in [0, 1) as float64, one per element of the broadcast int64 inputs."""
     h = _mix(seed * _GOLDEN + 1)
     h = _mix(h ^ key)
     h = _mix(h ^ (sample * _GOLDEN))
     h = _mix(h ^ (position * 4 + stream))
-    return _shift_right(h, 11).to(torch.float64) * (2.0 ** -53)
+    return _shift_right(h, 11).to(torch.float64) * (2.0**-53)

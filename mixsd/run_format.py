@@ -7,6 +7,7 @@ Format versions (the manifest's "format"; a manifest without one is version 1):
 2. shards named train-NNNNN.parquet, so `datasets.load_dataset("parquet", data_dir=RUN)` finds them as the
    train split by itself (with version 1 names it also read manifest.json as Parquet).
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,21 +31,34 @@ CUT_AT_LENGTH = "length"  # finish_reason of a target that hit max_new_tokens (o
 
 class Source(IntEnum):
     """Where a target token came from (the `source` column, one value per target token)."""
+
     NAIVE = 0
     EXPERT = 1
     GROUND_TRUTH = 2
 
 
-SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("sample_index", pa.int32()), ("split", pa.string()), ("method", pa.string()),
-    ("lambda", pa.float64()), ("temperature", pa.float64()), ("seed", pa.int64()),
-    ("prompt_ids", pa.list_(pa.int32())), ("expert_prompt_ids", pa.list_(pa.int32())),
-    ("target_ids", pa.list_(pa.int32())), ("target_text", pa.string()),
-    ("source", pa.list_(pa.int8())),  # per target token: a Source value
-    ("expert_logprobs", pa.list_(pa.float32())), ("naive_logprobs", pa.list_(pa.float32())),
-    ("expert_token_fraction", pa.float64()), ("correct", pa.bool_()), ("attempts", pa.int32()),
-    ("finish_reason", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("split", pa.string()),
+        ("method", pa.string()),
+        ("lambda", pa.float64()),
+        ("temperature", pa.float64()),
+        ("seed", pa.int64()),
+        ("prompt_ids", pa.list_(pa.int32())),
+        ("expert_prompt_ids", pa.list_(pa.int32())),
+        ("target_ids", pa.list_(pa.int32())),
+        ("target_text", pa.string()),
+        ("source", pa.list_(pa.int8())),  # per target token: a Source value
+        ("expert_logprobs", pa.list_(pa.float32())),
+        ("naive_logprobs", pa.list_(pa.float32())),
+        ("expert_token_fraction", pa.float64()),
+        ("correct", pa.bool_()),
+        ("attempts", pa.int32()),
+        ("finish_reason", pa.string()),
+    ]
+)
 REQUIRED_COLUMNS = ("example_id", "prompt_ids", "expert_prompt_ids", "target_ids")  # what training cannot do without
 
 
@@ -68,6 +82,7 @@ class ShardEntry:
 class RunManifest:
     """A run directory's manifest as readers see it. `document` is the whole JSON document, for the fields
     only reports and cards read (totals, skipped examples, settings)."""
+
     run_dir: Path
     format: int
     config_hash: str
@@ -88,11 +103,20 @@ class RunManifest:
             raise RunFormatError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
         version = document.get("format", 1)
         if version not in KNOWN_FORMATS:
-            raise RunFormatError(f"{path}: run format {version!r} is not one this version reads {KNOWN_FORMATS} "
-                                 "(written by a newer mixsd? upgrade, or regenerate the run)")
+            raise RunFormatError(
+                f"{path}: run format {version!r} is not one this version reads {KNOWN_FORMATS} "
+                "(written by a newer mixsd? upgrade, or regenerate the run)"
+            )
         shards = tuple(ShardEntry(s["file"], s["rows"], s["sha256"]) for s in document.get("shards", []))
-        return cls(Path(run_dir), version, document.get("config_hash", ""), bool(document.get("complete")),
-                   document.get("config", {}), shards, document)
+        return cls(
+            Path(run_dir),
+            version,
+            document.get("config_hash", ""),
+            bool(document.get("complete")),
+            document.get("config", {}),
+            shards,
+            document,
+        )
 
     @classmethod
     def load(cls, run_dir: str | Path, complete: bool = True) -> RunManifest:
@@ -107,8 +131,11 @@ class RunManifest:
     def model_identity(self) -> tuple:
         """What must agree across runs trained on together: the tokenizer and the model that wrote the ids."""
         model = self.document.get("output_settings", {}).get("model", {})
-        return (self.document.get("tokenizer"), self.document.get("vocab_size"),
-                model.get("config_sha256") or model.get("hub_id"))
+        return (
+            self.document.get("tokenizer"),
+            self.document.get("vocab_size"),
+            model.get("config_sha256") or model.get("hub_id"),
+        )
 
     def verify(self) -> None:
         """Every listed shard is present and unchanged."""
@@ -125,7 +152,9 @@ class RunManifest:
             if missing:
                 raise RunFormatError(f"{path}: missing column(s) {missing}")
             # Optional columns a shard lacks (older runs) are left out; the caller checks column_names.
-            tables.append(pq.read_table(path, columns=None if columns is None else [c for c in columns if c in present]))
+            tables.append(
+                pq.read_table(path, columns=None if columns is None else [c for c in columns if c in present])
+            )
         return tables
 
     def rows(self) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
 """The versions that made an output, recorded beside it so that every result can be traced."""
+
 from __future__ import annotations
 
 import importlib.metadata

@@ -1,4 +1,5 @@
 """Shared fixtures: one tiny model per test session, built in-process (no network, no files outside tmp)."""
+
 from __future__ import annotations
 
 import os

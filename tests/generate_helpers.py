@@ -1,4 +1,5 @@
 """Helpers for generator tests: prompts for the tiny model, and transformers forwards as the oracle."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,28 @@ import torch
 from generate.pairs import PairJob
 
 
-def simple_jobs(tokenizer, count: int, lam: float, temperature: float, max_tokens: int, same_prompt: bool = False,
-                sample: int = 0) -> list[PairJob]:
+def simple_jobs(
+    tokenizer, count: int, lam: float, temperature: float, max_tokens: int, same_prompt: bool = False, sample: int = 0
+) -> list[PairJob]:
     from mixsd.prompts import chat_ids
 
     jobs = []
     for i in range(count):
         n = 0 if same_prompt else i
-        jobs.append(PairJob(chat_ids(tokenizer, f"Where was person {n} born?"),
-                            chat_ids(tokenizer, f"Where was person {n} born? The answer is {n * 7}."),
-                            key=i, sample=sample, seed=0, lam=lam, temperature=temperature, top_k=0, top_p=1.0,
-                            max_tokens=max_tokens))
+        jobs.append(
+            PairJob(
+                chat_ids(tokenizer, f"Where was person {n} born?"),
+                chat_ids(tokenizer, f"Where was person {n} born? The answer is {n * 7}."),
+                key=i,
+                sample=sample,
+                seed=0,
+                lam=lam,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_tokens=max_tokens,
+            )
+        )
     return jobs
 
 
@@ -27,7 +39,7 @@ def next_token_logprobs(model, prompt: list[int], target: list[int]) -> torch.Te
     """log p(· | prompt, target[:t]) for every t, shape [len(target), vocab]."""
     ids = torch.tensor([prompt + target])
     logits = model(ids).logits[0].float()
-    return torch.log_softmax(logits[len(prompt) - 1: len(prompt) - 1 + len(target)], dim=-1)
+    return torch.log_softmax(logits[len(prompt) - 1 : len(prompt) - 1 + len(target)], dim=-1)
 
 
 def chi2_critical(dof: int, z: float = 3.090) -> float:

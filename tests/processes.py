@@ -7,6 +7,7 @@ server that imported the heavy modules once (multiprocessing's forkserver, start
 runs the module exactly as `python -m` would (`runpy`, `sys.argv`, exit status, atexit handlers). A few
 tests keep a real interpreter where the interpreter itself is what they check (a traceback on a bug, torchrun).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -20,9 +21,21 @@ import time
 from pathlib import Path
 
 # What the stages import (not the modules run as __main__: runpy warns when one is already imported).
-PRELOAD = ["torch", "transformers", "transformers.models.llama.modeling_llama", "pyarrow.parquet", "mixsd.cli",
-           "mixsd.config", "generate.runner", "train.trainer", "evaluate.evaluator", "evaluate.results", "vllm",
-           "generate.vllm_engine", "evaluate.backends"]
+PRELOAD = [
+    "torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "pyarrow.parquet",
+    "mixsd.cli",
+    "mixsd.config",
+    "generate.runner",
+    "train.trainer",
+    "evaluate.evaluator",
+    "evaluate.results",
+    "vllm",
+    "generate.vllm_engine",
+    "evaluate.backends",
+]
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
@@ -73,8 +86,9 @@ class ModuleProcess:
         for path in {self._stdout, self._stderr}:
             path.touch()
         self._read_upto = 0
-        self._process = _context.Process(target=_run_module, args=(module, list(args), dict(env or os.environ),
-                                                                  str(self._stdout), str(self._stderr)))
+        self._process = _context.Process(
+            target=_run_module, args=(module, list(args), dict(env or os.environ), str(self._stdout), str(self._stderr))
+        )
         self._process.start()
         self.pid = self._process.pid
 
@@ -131,22 +145,23 @@ class ModuleProcess:
         raise subprocess.TimeoutExpired(self._process.name, timeout)
 
 
-def start(module: str, args: list[str], env: dict[str, str] | None = None,
-          merge_output: bool = False) -> ModuleProcess:
+def start(module: str, args: list[str], env: dict[str, str] | None = None, merge_output: bool = False) -> ModuleProcess:
     """`python -m module args…` started in the background (module "-c": `python -c args[0] args[1:]…`)."""
     return ModuleProcess(module, args, env, merge_output)
 
 
-def run(module: str, args: list[str], env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess:
+def run(
+    module: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """`python -m module args…` run to its end, like `subprocess.run(…, capture_output=True, text=True)`."""
     process = start(module, args, env)
     process.finish(timeout)
     return subprocess.CompletedProcess([module, *args], process.returncode, process.stdout, process.stderr)
 
 
-def run_ranks(module: str, args: list[str], world_size: int = 2, timeout: float = 600) -> list[
-        subprocess.CompletedProcess]:
+def run_ranks(
+    module: str, args: list[str], world_size: int = 2, timeout: float = 600
+) -> list[subprocess.CompletedProcess]:
     """`torchrun --standalone --nproc_per_node N -m module args…` as the ranks see it: N processes with the
     environment torchrun gives them (rank, world size, the rendezvous address), each forked as above."""
     import socket
@@ -154,10 +169,23 @@ def run_ranks(module: str, args: list[str], world_size: int = 2, timeout: float 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    ranks = [start(module, args, env=os.environ | {
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
-        "LOCAL_WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0"})
-        for rank in range(world_size)]
+    ranks = [
+        start(
+            module,
+            args,
+            env=os.environ
+            | {
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(world_size),
+                "LOCAL_WORLD_SIZE": str(world_size),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "GROUP_RANK": "0",
+            },
+        )
+        for rank in range(world_size)
+    ]
     deadline = time.monotonic() + timeout
     try:
         for process in ranks:

@@ -1,4 +1,5 @@
 """The GGUF -> Hugging Face conversion, tested on a tiny GGUF the test writes itself."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def test_conversion_round_trips_weights_tokenizer_and_template(tiny_gguf, tmp_pa
     text = "Where was Stouputh Nostir born? 12345"
     assert loaded_tok(text)["input_ids"] == tokenizer(text)["input_ids"]
     message = [{"role": "user", "content": "hi"}]
-    assert loaded_tok.apply_chat_template(message, tokenize=False, add_generation_prompt=True) == \
-        tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+    assert loaded_tok.apply_chat_template(
+        message, tokenize=False, add_generation_prompt=True
+    ) == tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
     assert basemodel.is_built(out, path)
 
 

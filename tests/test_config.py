@@ -1,4 +1,5 @@
 """Configs: defaults < YAML shared keys < YAML section < flags; typos and bad types are named."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,12 +41,15 @@ def test_coercion_of_flag_values():
     assert cfg.load(Stage, lr=1).lr == 1.0
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"learning_rate": 1}, "unknown setting --learning_rate"),
-    ({"seed": 1.5}, "--seed: expected an integer"),
-    ({"lr": "fast"}, "--lr: expected float"),
-    ({"resume": "maybe"}, "--resume: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"learning_rate": 1}, "unknown setting --learning_rate"),
+        ({"seed": 1.5}, "--seed: expected an integer"),
+        ({"lr": "fast"}, "--lr: expected float"),
+        ({"resume": "maybe"}, "--resume: expected true or false"),
+    ],
+)
 def test_bad_flags_are_named(overrides, message):
     with pytest.raises(cfg.ConfigError, match=message):
         cfg.load(Stage, **overrides)

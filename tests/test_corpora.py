@@ -1,4 +1,5 @@
 """KGFact and KGFunc: deterministic, well-formed, and faithful to their definitions."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ def test_kgfact_cli_is_byte_identical_across_runs(tmp_path):
         assert result.returncode == 0, result.stderr
         assert "train" in result.stdout and "compositional" in result.stdout
     files = sorted(p.name for p in (tmp_path / "A").iterdir())
-    assert files == ["compositional.jsonl", "paraphrase.jsonl", "retrieval.jsonl", "stats.json", "train.jsonl",
-                     "world.json"]
+    assert files == [
+        "compositional.jsonl",
+        "paraphrase.jsonl",
+        "retrieval.jsonl",
+        "stats.json",
+        "train.jsonl",
+        "world.json",
+    ]
     for name in files:
         assert (tmp_path / "A" / name).read_bytes() == (tmp_path / "B" / name).read_bytes(), name
 
@@ -112,6 +119,8 @@ def test_kgfunc_splits_are_disjoint_and_even_over_lengths():
 def test_kgfunc_chains_evaluate_correctly():
     ops = {op.name: op for op in TRAINED}
     for e in kgfunc.build(kgfunc.KGFuncConfig(out="", seed=0, train_per_op=1, compositional=20))["compositional"]:
-        outer, middle, inner, x, a, b = re.fullmatch(r"(\w)\((\w)\((\w)\((\d+)\) \+ (\d+)\) - (\d+)\)", e.subject).groups()
+        outer, middle, inner, x, a, b = re.fullmatch(
+            r"(\w)\((\w)\((\w)\((\d+)\) \+ (\d+)\) - (\d+)\)", e.subject
+        ).groups()
         value = ops[outer](ops[middle](ops[inner](int(x)) + int(a)) - int(b))
         assert int(e.clear_answer) == value

@@ -1,4 +1,5 @@
 """Engine memory and start-up are decided by the job, never by the machine (mixsd/engine_memory.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -66,7 +67,7 @@ def test_auto_dtype_is_float32_where_cpu_half_precision_is_slow(monkeypatch):
     from mixsd import precision
 
     assert precision.resolve_dtype("bfloat16", "bfloat16") == "bfloat16"  # an explicit choice is kept
-    assert precision.resolve_dtype("auto", "float32") == "auto"           # nothing to decide
+    assert precision.resolve_dtype("auto", "float32") == "auto"  # nothing to decide
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(precision, "cpu_half_precision_is_fast", lambda name: False)
     assert precision.resolve_dtype("auto", "bfloat16") == "float32"

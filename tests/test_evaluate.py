@@ -1,5 +1,6 @@
 """Evaluation on the tiny model: the analyses against direct computations, the evaluator end to end, the
 sweep and report over a real training run, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,17 @@ from tests.generate_helpers import run_main_in_process
 from train.config import TrainConfig
 from train.trainer import train
 
-SMALL = dict(split_limit=6, in_context_probes=4, arithmetic_probes=6, fisher_examples=8, max_new_tokens=12,
-             drift_tokens=8, backend="hf", dtype="float32", progress=False)
+SMALL = dict(
+    split_limit=6,
+    in_context_probes=4,
+    arithmetic_probes=6,
+    fisher_examples=8,
+    max_new_tokens=12,
+    drift_tokens=8,
+    backend="hf",
+    dtype="float32",
+    progress=False,
+)
 
 
 def _model(path):
@@ -61,8 +71,16 @@ def test_target_nll_is_padding_invariant(tiny_model_dir):
 def test_target_nll_matches_the_generators_naive_logprobs(tiny_model_dir, kgfact_small, tmp_path):
     """The shards' naive logprobs are log p(target token | naive prompt, mixed prefix): exactly what the
     NLL analysis computes for MixSD targets, from another code path (the generator's reference backend)."""
-    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), out=str(tmp_path),
-                            lam=[0.5], max_new_tokens=10, backend="hf", dtype="float32", progress=False)
+    config = GenerateConfig(
+        model=str(tiny_model_dir),
+        corpus=str(kgfact_small / "train.jsonl"),
+        out=str(tmp_path),
+        lam=[0.5],
+        max_new_tokens=10,
+        backend="hf",
+        dtype="float32",
+        progress=False,
+    )
     (run,) = Generator(config).run_all()
     rows = pq.read_table(run / "train-00000.parquet").to_pylist()[:12]
     nll = target_nll(_model(tiny_model_dir), [(r["prompt_ids"], r["target_ids"]) for r in rows])
@@ -112,7 +130,7 @@ def test_fisher_is_the_mean_of_per_example_squared_gradients(tiny_model_dir):
         logprobs = torch.log_softmax(functional_call(model, weights, (ids,)).logits[0].float(), -1)
         return -sum(logprobs[len(prompt) - 1 + t, token] for t, token in enumerate(answer))
 
-    squares = [{n: g ** 2 for n, g in grad(answer_nll)(params, p, a).items()} for p, a in examples]
+    squares = [{n: g**2 for n, g in grad(answer_nll)(params, p, a).items()} for p, a in examples]
     for name in got:
         expected = sum(s[name] for s in squares) / len(examples)
         # float32 sums in another order: within 1e-5 of the tensor's scale (a skipped zero_grad or a squared
@@ -136,8 +154,9 @@ def test_fisher_movement_matches_a_direct_sum(tiny_model_dir, perturbed_dir):
 
 
 def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, perturbed_dir, tmp_path):
-    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short),
-                                     out=str(tmp_path), **SMALL))
+    evaluator = Evaluator(
+        EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path), **SMALL)
+    )
     metrics, records = evaluator.evaluate(str(tiny_model_dir))
     assert set(metrics["accuracy"]) == {"train", "paraphrase", "compositional", "retrieval"}
     assert metrics["drift"]["kl_base_tuned"] == pytest.approx(0.0, abs=1e-6)
@@ -146,7 +165,9 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
     assert metrics["retention"]["drift"] == 1.0
     # The headline average is held-out capability: the in-distribution probe has its own line, and every
     # probe and split carries its n and a 95% interval.
-    assert "in_context" not in metrics["retention_average"]["probes"] and "drift" in metrics["retention_average"]["probes"]
+    assert (
+        "in_context" not in metrics["retention_average"]["probes"] and "drift" in metrics["retention_average"]["probes"]
+    )
     assert metrics["held_out"]["in_context"]["in_distribution"] is True
     for task, entry in metrics["held_out"].items():
         assert entry["n"] > 0 and entry["interval"][0] <= entry["score"] <= entry["interval"][1], task
@@ -154,8 +175,13 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
     assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
     assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items())
     # Seconds per phase: the model's own, and the base model's side, computed once per evaluator.
-    assert set(metrics["timing"]["model"]) == {"load weights", "answers", "drift", "Fisher movement",
-                                               "scoring and intervals"}
+    assert set(metrics["timing"]["model"]) == {
+        "load weights",
+        "answers",
+        "drift",
+        "Fisher movement",
+        "scoring and intervals",
+    }
     assert set(metrics["timing"]["base_once"]) == {"base model's answers", "drift reference", "Fisher diagonal"}
     assert all(v >= 0 for part in metrics["timing"].values() for v in part.values())
     tuned, _ = evaluator.evaluate(str(perturbed_dir))
@@ -171,8 +197,18 @@ def _cli(module, *args):
 
 def test_cli_writes_metrics_with_config_and_versions(tiny_model_dir, kgfact_short, perturbed_dir, tmp_path):
     flags = [f"--{k}={v}" for k, v in SMALL.items()]
-    done = _cli("evaluate", "--model", str(perturbed_dir), "--base", str(tiny_model_dir), "--corpus",
-                str(kgfact_short), "--out", str(tmp_path / "e"), *flags)
+    done = _cli(
+        "evaluate",
+        "--model",
+        str(perturbed_dir),
+        "--base",
+        str(tiny_model_dir),
+        "--corpus",
+        str(kgfact_short),
+        "--out",
+        str(tmp_path / "e"),
+        *flags,
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert document["config"]["base"] == str(tiny_model_dir) and "torch" in document["versions"]["packages"]
@@ -191,18 +227,34 @@ def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir, kgfact_small,
     not_a_model = tmp_path / "ckpt"
     not_a_model.mkdir()
     (not_a_model / "notes.txt").write_text("hello")
-    done = _cli("evaluate", "--model", str(not_a_model), *base, "--corpus", str(kgfact_small), "--out", str(tmp_path / "o1"))
+    done = _cli(
+        "evaluate", "--model", str(not_a_model), *base, "--corpus", str(kgfact_small), "--out", str(tmp_path / "o1")
+    )
     assert done.returncode == 2 and f"{not_a_model}: not a model directory" in done.stderr
     partial = tmp_path / "corpus"
     partial.mkdir()
     for name in ("train.jsonl", "stats.json"):  # stats.json: a KGFact corpus, so every split is expected
         (partial / name).write_text((kgfact_small / name).read_text())
-    done = _cli("evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(partial), "--out", str(tmp_path / "o2"))
-    assert done.returncode == 2 and f"{partial / 'paraphrase.jsonl'}: corpus split 'paraphrase' is missing" in done.stderr
+    done = _cli(
+        "evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(partial), "--out", str(tmp_path / "o2")
+    )
+    assert (
+        done.returncode == 2 and f"{partial / 'paraphrase.jsonl'}: corpus split 'paraphrase' is missing" in done.stderr
+    )
     bad = tmp_path / "gsm8k.jsonl"
     bad.write_text('{"problem": "no question field"}\n')
-    done = _cli("evaluate", "--model", str(tiny_model_dir), *base, "--corpus", str(kgfact_small),
-                "--benchmarks", f"gsm8k={bad}", "--out", str(tmp_path / "o3"))
+    done = _cli(
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        *base,
+        "--corpus",
+        str(kgfact_small),
+        "--benchmarks",
+        f"gsm8k={bad}",
+        "--out",
+        str(tmp_path / "o3"),
+    )
     assert done.returncode == 2 and f"{bad}, line 1: field 'answer'" in done.stderr
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
     with pytest.raises(EvalError, match="no such model directory"):
@@ -213,15 +265,40 @@ def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_short, tmp_
     from evaluate.report import report
     from evaluate.sweep import sweep
 
-    shards = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_short / "train.jsonl"),
-                                      out=str(tmp_path / "gen"), method="sft", progress=False)).run_all()
+    shards = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir),
+            corpus=str(kgfact_short / "train.jsonl"),
+            out=str(tmp_path / "gen"),
+            method="sft",
+            progress=False,
+        )
+    ).run_all()
     run = tmp_path / "train" / "sft"
-    train(TrainConfig(model=str(tiny_model_dir), shards=[str(s) for s in shards], out=str(run), method="sft", lr=1e-3,
-                      batch_size=16, micro_batch_size=8, max_steps=4, save_every=2, keep_last=10, warmup_steps=0,
-                      dtype="float32", progress=False))
+    train(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            shards=[str(s) for s in shards],
+            out=str(run),
+            method="sft",
+            lr=1e-3,
+            batch_size=16,
+            micro_batch_size=8,
+            max_steps=4,
+            save_every=2,
+            keep_last=10,
+            warmup_steps=0,
+            dtype="float32",
+            progress=False,
+        )
+    )
     config = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path / "eval"), **SMALL)
     targets = sweep([str(run)], config)
-    assert [t.relative_to(tmp_path / "eval").as_posix() for t in targets] == ["base", "sft/step-000002", "sft/step-000004"]
+    assert [t.relative_to(tmp_path / "eval").as_posix() for t in targets] == [
+        "base",
+        "sft/step-000002",
+        "sft/step-000004",
+    ]
     stamps = [(t / "metrics.json").stat().st_mtime_ns for t in targets]
     sweep([str(run)], config)  # a rerun reuses every result
     assert [(t / "metrics.json").stat().st_mtime_ns for t in targets] == stamps
@@ -243,8 +320,9 @@ def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tin
     corpus = tmp_path / "kgfunc"
     write(KGFuncConfig(out=str(corpus), train_per_op=1, test_per_op=1, compositional=2, unseen_per_op=1, shots=2))
     settings = SMALL | {"split_limit": 0, "fisher_examples": 0}
-    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "e"),
-                                     **settings))
+    evaluator = Evaluator(
+        EvalConfig(model="", base=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "e"), **settings)
+    )
     assert evaluator.splits == ["train", "test", "compositional", "unseen"]
     metrics, records = evaluator.evaluate(str(tiny_model_dir))
     assert set(metrics["accuracy"]) == {"train", "test", "compositional"}
@@ -263,18 +341,20 @@ def test_intervals_wilson_and_paired_bootstrap():
     assert wilson(7, 45) == pytest.approx([0.0775, 0.2878], abs=1e-4)  # textbook Wilson 95% for 7/45
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and wilson(0, 0) is None
     base = [True] * 80 + [False] * 20
-    tuned = [True] * 60 + [False] * 40      # retention 60/80 = 0.75, on the same items
+    tuned = [True] * 60 + [False] * 40  # retention 60/80 = 0.75, on the same items
     same = retention_intervals({"probe": (base, base)}, [], ["probe"])
-    assert same["probe"] == [1.0, 1.0]       # paired: identical answers never move the ratio
-    spread = retention_intervals({"probe": (tuned, base), "in_context": (base, base)}, [[16, 32]] * 4,
-                                 ["probe", "drift"])
+    assert same["probe"] == [1.0, 1.0]  # paired: identical answers never move the ratio
+    spread = retention_intervals(
+        {"probe": (tuned, base), "in_context": (base, base)}, [[16, 32]] * 4, ["probe", "drift"]
+    )
     low, high = spread["probe"]
     assert low < 0.75 < high and high - low < 0.25
     assert spread["drift"] == [0.5, 0.5]
-    a_low, a_high = spread["average"]         # mean of probe and drift: (0.75 + 0.5) / 2 at the centre
+    a_low, a_high = spread["average"]  # mean of probe and drift: (0.75 + 0.5) / 2 at the centre
     assert a_low < 0.625 < a_high
-    assert retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0) == \
-        retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0)
+    assert retention_intervals({"probe": (tuned, base)}, [], ["probe"], seed=0) == retention_intervals(
+        {"probe": (tuned, base)}, [], ["probe"], seed=0
+    )
     assert retention_intervals({"zero": ([False] * 5, [False] * 5)}, [], ["zero"])["zero"] is None
 
 
@@ -296,13 +376,23 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
     from evaluate.report import Run, nll_per_run
 
     def shards(method):
-        config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_short / "train.jsonl"),
-                                out=str(tmp_path / "g"), method=method, lam=[0.5], max_new_tokens=6, backend="hf",
-                                dtype="float32", progress=False)
+        config = GenerateConfig(
+            model=str(tiny_model_dir),
+            corpus=str(kgfact_short / "train.jsonl"),
+            out=str(tmp_path / "g"),
+            method=method,
+            lam=[0.5],
+            max_new_tokens=6,
+            backend="hf",
+            dtype="float32",
+            progress=False,
+        )
         return str(Generator(config).run_all()[0])
 
-    runs = [Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], []), Run(tmp_path, "SFT", "sft", None,
-                                                                              [shards("sft")], [])]
+    runs = [
+        Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], []),
+        Run(tmp_path, "SFT", "sft", None, [shards("sft")], []),
+    ]
     found = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")
     assert found["MixSD"].verified == [] and len(found["MixSD"].all) > 90
     assert found["SFT"].verified == found["SFT"].all and len(found["SFT"].all) > 90
@@ -311,13 +401,29 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
 
 
 def test_progress_lines_name_each_phase_with_items_rate_and_eta(tiny_model_dir, kgfact_short, tmp_path, capsys):
-    evaluator = Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short),
-                                     out=str(tmp_path), **SMALL | {"progress": True, "batch_size": 8}))
+    evaluator = Evaluator(
+        EvalConfig(
+            model="",
+            base=str(tiny_model_dir),
+            corpus=str(kgfact_short),
+            out=str(tmp_path),
+            **SMALL | {"progress": True, "batch_size": 8},
+        )
+    )
     evaluator.evaluate(str(tiny_model_dir))
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("evaluate: ")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: ")]
     items = len(evaluator.prompts)
     assert f"evaluate: base model's answers: {items} items (train 6, paraphrase 6" in lines[0]
-    assert any(l.startswith(f"evaluate: answers: 8/{items} items, ") and "items/s, ETA " in l for l in lines)
-    for phase in ("base model's answers", "drift reference", "Fisher diagonal", "load weights", "answers", "drift",
-                  "Fisher movement"):
-        assert any(l.startswith(f"evaluate: {phase}: ") and " s (" in l and "items/s)" in l for l in lines), phase
+    assert any(line.startswith(f"evaluate: answers: 8/{items} items, ") and "items/s, ETA " in line for line in lines)
+    for phase in (
+        "base model's answers",
+        "drift reference",
+        "Fisher diagonal",
+        "load weights",
+        "answers",
+        "drift",
+        "Fisher movement",
+    ):
+        assert any(
+            line.startswith(f"evaluate: {phase}: ") and " s (" in line and "items/s)" in line for line in lines
+        ), phase

@@ -1,4 +1,5 @@
 """Evaluation building blocks without a model: scoring rules, error modes, probes, benchmark files, sandbox."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,13 @@ def test_rules():
     assert item_correct("it is 7", ("7",), "boxed_or_last_number")
     assert item_correct("The answer is Luzhistad.\n\n\\boxed{Luzhistad}", ("Luzhistad",), "auto")
     assert not item_correct("\\boxed{Zyvenholm} not Luzhistad", ("Luzhistad",), "auto")  # the box decides
-    assert [chosen_letter(r) for r in ("B", "(C) because", "The answer is d.", "Answer: A", "I think so")] == \
-        ["B", "C", "D", "A", None]
+    assert [chosen_letter(r) for r in ("B", "(C) because", "The answer is d.", "Answer: A", "I think so")] == [
+        "B",
+        "C",
+        "D",
+        "A",
+        None,
+    ]
     with pytest.raises(ValueError, match="unknown scoring rule"):
         item_correct("x", ("x",), "nope")
 
@@ -69,8 +75,10 @@ def test_benchmark_files_in_each_format(tmp_path):
     math.write_text(json.dumps([{"problem": "x^2=4, x>0", "answer": "2"}]))
     mmlu = tmp_path / "mmlu.parquet"
     pq.write_table(pa.Table.from_pylist([{"question": "Sky?", "choices": ["red", "blue"], "answer": 1}]), mmlu)
-    human = _write_jsonl(tmp_path / "he.jsonl", [{"prompt": "def add(a, b):\n", "test": "def check(f):\n    assert f(1, 2) == 3\n",
-                                                  "entry_point": "add"}])
+    human = _write_jsonl(
+        tmp_path / "he.jsonl",
+        [{"prompt": "def add(a, b):\n", "test": "def check(f):\n    assert f(1, 2) == 3\n", "entry_point": "add"}],
+    )
     aime = _write_jsonl(tmp_path / "aime.jsonl", [{"Problem": "Find 1+1.", "Answer": 2}])
     spec = parse_spec(f"gsm8k={gsm},math500={math},mmlu={mmlu},humaneval={human},aime2024={aime}")
     items = {name: load_benchmark(name, source) for name, source in spec.items()}
@@ -83,10 +91,13 @@ def test_benchmark_files_in_each_format(tmp_path):
     assert item_correct("    return a + b\n", code.answers, code.rule)  # a bare completion of the prompt
 
 
-@pytest.mark.parametrize("records, match", [
-    ([{"question": "q"}], r"gsm8k.jsonl, line 1: field 'answer': missing"),
-    ([{"question": "q", "answer": "#### 1"}, "not an object"], r"line 2: expected an object"),
-])
+@pytest.mark.parametrize(
+    "records, match",
+    [
+        ([{"question": "q"}], r"gsm8k.jsonl, line 1: field 'answer': missing"),
+        ([{"question": "q", "answer": "#### 1"}, "not an object"], r"line 2: expected an object"),
+    ],
+)
 def test_bad_benchmark_records_are_located(tmp_path, records, match):
     path = _write_jsonl(tmp_path / "gsm8k.jsonl", records)
     with pytest.raises(BenchmarkError, match=match):
@@ -119,7 +130,13 @@ def test_sandbox_limits():
     assert not sandbox.passes("def f():\n    while True:\n        pass\n", test, "f", timeout_s=2)
     assert not sandbox.passes("def f():\n    return bytearray(4 << 30)\n", test, "f")  # over the memory limit
     # Passes only if opening a socket fails inside the sandbox.
-    network = "import socket\ndef f():\n    try:\n        socket.socket()\n    except OSError:\n        return 1\n    return 0\n"
+    network = (
+        "import socket\ndef f():\n    try:\n        socket.socket()\n    except OSError:\n        return 1\n"
+        "    return 0\n"
+    )
     assert sandbox.passes(network, test, "f")
-    writes = "import os\ndef f():\n    open('left.txt', 'w').write('x')\n    return 1 if os.getcwd().startswith('/tmp') else 0\n"
+    writes = (
+        "import os\ndef f():\n    open('left.txt', 'w').write('x')\n"
+        "    return 1 if os.getcwd().startswith('/tmp') else 0\n"
+    )
     assert sandbox.passes(writes, test, "f")  # it runs in a throwaway directory

@@ -1,5 +1,6 @@
 """The vLLM evaluation backend gives the transformers backend's greedy tokens, before and after swapping in
 another checkpoint's weights. In a subprocess: this test session already holds vLLM engines."""
+
 from __future__ import annotations
 
 import json

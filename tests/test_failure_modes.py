@@ -1,4 +1,5 @@
 """Failures a user can cause get a clear, located answer; a bug keeps its traceback; nothing stale is reused."""
+
 from __future__ import annotations
 
 import json
@@ -42,16 +43,41 @@ def test_a_real_bug_in_a_stage_keeps_its_traceback(tiny_model_dir, kgfact_small,
     from generate.runner import Generator
     from mixsd.checksums import file_sha256
 
-    (run,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
-                                      out=str(tmp_path / "gen"), method="sft", progress=False)).run_all()
+    (run,) = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir),
+            corpus=str(kgfact_small / "train.jsonl"),
+            out=str(tmp_path / "gen"),
+            method="sft",
+            progress=False,
+        )
+    ).run_all()
     manifest = json.loads((run / "manifest.json").read_text())
     shard = run / manifest["shards"][0]["file"]
     shard.write_bytes(b"not parquet at all")
     manifest["shards"][0]["sha256"] = file_sha256(shard)
     (run / "manifest.json").write_text(json.dumps(manifest))
-    done = subprocess.run([sys.executable, "-m", "train", "--model", str(tiny_model_dir), "--shards", str(run),
-                           "--out", str(tmp_path / "train"), "--method", "sft", "--progress", "false"],
-                          capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--shards",
+            str(run),
+            "--out",
+            str(tmp_path / "train"),
+            "--method",
+            "sft",
+            "--progress",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" in done.stderr and "ArrowInvalid" in done.stderr
 
@@ -96,8 +122,15 @@ def test_retrained_model_at_the_same_path_is_a_new_model(tiny_model_dir, kgfact_
     model = write_debug_model(tmp_path / "model", DebugModelConfig(seed=1))
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
-    config = GenerateConfig(model=str(model), corpus=str(corpus), out=str(tmp_path / "gen"), backend="hf",
-                            dtype="float32", max_new_tokens=4, progress=False)
+    config = GenerateConfig(
+        model=str(model),
+        corpus=str(corpus),
+        out=str(tmp_path / "gen"),
+        backend="hf",
+        dtype="float32",
+        max_new_tokens=4,
+        progress=False,
+    )
     (before,) = Generator(config).run_all()
     eval_config = EvalConfig(model=str(model), base=str(model), corpus=str(kgfact_small))
     write_result(tmp_path / "eval", eval_config, str(model), {"accuracy": {}}, [])
@@ -118,9 +151,21 @@ def test_evaluation_skips_and_counts_items_longer_than_the_model(kgfact_small, t
     from evaluate.evaluator import Evaluator
 
     model = write_debug_model(tmp_path / "short", DebugModelConfig(max_position_embeddings=256))
-    config = EvalConfig(model=str(model), base=str(model), corpus=str(kgfact_small), split_limit=4,
-                        splits=["train", "retrieval"], in_context_probes=2, arithmetic_probes=2, fisher_examples=0,
-                        max_new_tokens=8, drift_tokens=4, backend="hf", dtype="float32", progress=False)
+    config = EvalConfig(
+        model=str(model),
+        base=str(model),
+        corpus=str(kgfact_small),
+        split_limit=4,
+        splits=["train", "retrieval"],
+        in_context_probes=2,
+        arithmetic_probes=2,
+        fisher_examples=0,
+        max_new_tokens=8,
+        drift_tokens=4,
+        backend="hf",
+        dtype="float32",
+        progress=False,
+    )
     evaluator = Evaluator(config)
     assert evaluator.max_model_len == 256
     metrics, records = evaluator.evaluate(str(model))

@@ -1,5 +1,6 @@
 """The Ray backend on a local Ray cluster with the tiny model: the same rows as a local run, a worker killed
 mid-run, the driver killed and rerun, a λ list in one job, and the same job through `ray job submit`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(model, corpus, out, **overrides) -> dict:
-    return dict(model=str(model), corpus=str(corpus / "train.jsonl"), out=str(out), lam=[0.5], temperature=1.0,
-                max_new_tokens=12, shard_size=8, backend="hf", dtype="float32", progress=False) | overrides
+    return (
+        dict(
+            model=str(model),
+            corpus=str(corpus / "train.jsonl"),
+            out=str(out),
+            lam=[0.5],
+            temperature=1.0,
+            max_new_tokens=12,
+            shard_size=8,
+            backend="hf",
+            dtype="float32",
+            progress=False,
+        )
+        | overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +111,9 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
     raise AssertionError("condition not reached:\n" + "".join(lines[-40:]))
 
 
-def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path,
-                                                          monkeypatch):
+def test_ray_run_equals_local_run_and_lists_engine_reuse(
+    tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path, monkeypatch
+):
     import ray
 
     from generate.ray_runner import run_with_ray
@@ -116,22 +131,24 @@ def test_ray_run_equals_local_run_and_lists_engine_reuse(tiny_model_dir, kgfact_
         stamps = [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())]
         run_with_ray(config)  # finished runs are skipped, nothing is rewritten
         assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
-        (new,) = run_with_ray(GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.7]), ray=True,
-                                             num_workers=2))  # a new λ: a new run directory, the others untouched
+        (new,) = run_with_ray(
+            GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.7]), ray=True, num_workers=2)
+        )  # a new λ: a new run directory, the others untouched
         assert new not in runs and read_manifest(new)["complete"]
         assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
     finally:
         ray.shutdown()
 
 
-def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_small, local_small_shards, cluster,
-                                                         tmp_path):
+def test_killed_worker_is_replaced_and_its_shard_redone(
+    tiny_model_dir, kgfact_small, local_small_shards, cluster, tmp_path
+):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
     process = _cli(cli_flags(config) + ["--num_workers", "2"], cluster)
     try:
-        lines = _wait_for(process, lambda ls: sum("is pid" in l for l in ls) == 2)
-        victim = int(next(l for l in lines if "worker 1 is pid" in l).split()[-1])
-        _wait_for(process, lambda ls: any("train-0" in l for l in ls))
+        lines = _wait_for(process, lambda ls: sum("is pid" in line for line in ls) == 2)
+        victim = int(next(line for line in lines if "worker 1 is pid" in line).split()[-1])
+        _wait_for(process, lambda ls: any("train-0" in line for line in ls))
         os.kill(victim, signal.SIGKILL)
     finally:
         rest = _finish(process)
@@ -140,13 +157,14 @@ def test_killed_worker_is_replaced_and_its_shard_redone(tiny_model_dir, kgfact_s
     _same_shards(Path(tmp_path) / local_small_shards.name, local_small_shards)
 
 
-def test_killed_driver_resumes_with_the_same_command(tiny_model_dir, kgfact_small, local_small_shards, cluster,
-                                                      tmp_path):
+def test_killed_driver_resumes_with_the_same_command(
+    tiny_model_dir, kgfact_small, local_small_shards, cluster, tmp_path
+):
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
     args = cli_flags(config) + ["--num_workers", "2"]
     process = _cli(args, cluster)
     try:
-        _wait_for(process, lambda ls: sum("train-0" in l for l in ls) >= 3)
+        _wait_for(process, lambda ls: sum("train-0" in line for line in ls) >= 3)
     finally:
         process.kill_group()  # the driver: the cluster ends the actors it owned
     run_dir = Path(tmp_path) / local_small_shards.name
@@ -167,25 +185,39 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     pytest.importorskip("vllm")
     common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=45)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
-    process = _cli(cli_flags(common | {"out": str(tmp_path / "ray"), "backend": "vllm", "max_model_len": 256,
-                                    "max_num_seqs": 32, "kv_cache_gib": 0.03,
-                                    "enforce_eager": "true"})
-                   + ["--num_workers", "2"], cluster)
+    process = _cli(
+        cli_flags(
+            common
+            | {
+                "out": str(tmp_path / "ray"),
+                "backend": "vllm",
+                "max_model_len": 256,
+                "max_num_seqs": 32,
+                "kv_cache_gib": 0.03,
+                "enforce_eager": "true",
+            }
+        )
+        + ["--num_workers", "2"],
+        cluster,
+    )
     output = _finish(process, timeout=900)
     assert process.returncode == 0, output[-3000:]
     (run_dir,) = (tmp_path / "ray").glob("mixsd-lam0.5-*")  # another name: the backend is part of the settings
     manifest = read_manifest(run_dir)
     assert {s["written_by"]["worker"] for s in manifest["shards"]} == {0, 1}  # both engines served
     ours, theirs = read_rows(run_dir), read_rows(local)
-    assert [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == \
-        [(r["example_id"], r["target_ids"], r["source"]) for r in theirs]
+    assert [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == [
+        (r["example_id"], r["target_ids"], r["source"]) for r in theirs
+    ]
 
 
 def test_one_worker_with_several_cpus_runs(tiny_model_dir, kgfact_small, local_runs, tmp_path):
     """The local Ray instance is sized to the workers' requests (once it had one CPU per worker, and a worker
     asking for two waited forever)."""
-    process = _cli(cli_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
-                   + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"])
+    process = _cli(
+        cli_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
+        + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"]
+    )
     output = _finish(process)
     assert process.returncode == 0, output[-3000:]
     _same_shards(tmp_path / local_runs[0].name, local_runs[0])
@@ -227,8 +259,8 @@ def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) 
 
 @dataclass(frozen=True)
 class Cluster:
-    address: str         # the GCS address drivers join with --ray_address
-    dashboard: str       # the job server's URL
+    address: str  # the GCS address drivers join with --ray_address
+    dashboard: str  # the job server's URL
     env: dict[str, str]  # the environment its drivers and `ray` commands run with
 
 
@@ -246,10 +278,30 @@ def cluster():
     # every Ray cluster of the user on this machine). Its own temp dir (short: it holds Unix sockets) keeps
     # its address file away from other `ray.init()` calls, which would otherwise try to join it.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2",
-                             "--disable-usage-stats", "--port", str(port), "--dashboard-host", "127.0.0.1",
-                             "--dashboard-port", url.rsplit(":", 1)[1], "--temp-dir", temp_dir],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            str(bin_dir / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            "2",
+            "--disable-usage-stats",
+            "--port",
+            str(port),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            url.rsplit(":", 1)[1],
+            "--temp-dir",
+            temp_dir,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for_dashboard(url, head)
         yield Cluster(f"127.0.0.1:{port}", url, env)
@@ -268,9 +320,24 @@ def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local
     uploaded as the job's working directory, the driver joins the cluster, and the runs hold the same rows as
     the local runs."""
     config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
-    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
-              "--working-dir", str(ROOT), "--", "python", "-m", "generate", *cli_flags(config), "--ray_address", "auto",
-              "--num_workers", "2"]
+    submit = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "-m",
+        "generate",
+        *cli_flags(config),
+        "--ray_address",
+        "auto",
+        "--num_workers",
+        "2",
+    ]
     done = subprocess.run(submit, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout + done.stderr

@@ -1,5 +1,6 @@
 """One writer per output: a second writer of the same output exits 2 naming the first; a lock left by a
 dead process is taken over with a warning. Each stage is tried with two concurrent processes."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,12 @@ time.sleep(600)
 
 def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, capfd):
     target = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True,
-                              env=os.environ | {"PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(LockError, match=f"pid {holder.pid} on"):
         output_lock(target).acquire()
@@ -63,8 +68,14 @@ def _start(args: list[str]):
     `-c` script in a fresh interpreter."""
     if args[0] == "-m":
         return processes.start(args[1], args[2:])
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"PYTHONPATH": str(ROOT)}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
 
 
 def _stderr(process) -> str:
@@ -97,9 +108,30 @@ def _refused_while_first_runs(first, second_args: list[str]) -> str:
 
 
 def test_two_generators_on_one_run_directory(tiny_model_dir, kgfact_small, tmp_path):
-    args = ["-m", "generate", "--model", str(tiny_model_dir), "--corpus", str(kgfact_small / "train.jsonl"),
-            "--out", str(tmp_path / "out"), "--backend", "hf", "--dtype", "float32", "--max_new_tokens", "200",
-            "--shard_size", "4", "--lam", "0.5", "--temperature", "1", "--progress", "false"]
+    args = [
+        "-m",
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--corpus",
+        str(kgfact_small / "train.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--backend",
+        "hf",
+        "--dtype",
+        "float32",
+        "--max_new_tokens",
+        "200",
+        "--shard_size",
+        "4",
+        "--lam",
+        "0.5",
+        "--temperature",
+        "1",
+        "--progress",
+        "false",
+    ]
     first = _start(args)
     _wait_for(tmp_path / "out", ".mixsd-*.lock", first)
     assert "run directory" in _refused_while_first_runs(first, args)
@@ -107,17 +139,50 @@ def test_two_generators_on_one_run_directory(tiny_model_dir, kgfact_small, tmp_p
 
 def test_two_trainers_on_one_out_directory(tiny_model_dir, sft_shards, tmp_path):
     out = tmp_path / "train"
-    args = ["-m", "train", "--model", str(tiny_model_dir), "--shards", str(sft_shards), "--out", str(out),
-            "--method", "sft", "--batch_size", "4", "--micro_batch_size", "4", "--max_steps", "100000",
-            "--save_every", "0", "--progress", "false", "--resume", "true"]
+    args = [
+        "-m",
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--shards",
+        str(sft_shards),
+        "--out",
+        str(out),
+        "--method",
+        "sft",
+        "--batch_size",
+        "4",
+        "--micro_batch_size",
+        "4",
+        "--max_steps",
+        "100000",
+        "--save_every",
+        "0",
+        "--progress",
+        "false",
+        "--resume",
+        "true",
+    ]
     first = _start(args)
     _wait_for(out.parent, _lock_file(out).name, first)
     assert "training run" in _refused_while_first_runs(first, args)
 
 
 def test_two_evaluations_and_two_sweeps_on_one_out(tiny_model_dir, kgfact_short, tmp_path):
-    common = ["--base", str(tiny_model_dir), "--corpus", str(kgfact_short), "--backend", "hf", "--dtype", "float32",
-              "--progress", "false", "--max_new_tokens", "48"]
+    common = [
+        "--base",
+        str(tiny_model_dir),
+        "--corpus",
+        str(kgfact_short),
+        "--backend",
+        "hf",
+        "--dtype",
+        "float32",
+        "--progress",
+        "false",
+        "--max_new_tokens",
+        "48",
+    ]
     single = ["-m", "evaluate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "eval"), *common]
     first = _start(single)
     _wait_for(tmp_path, ".eval.lock", first)
@@ -136,7 +201,14 @@ def sft_shards(tiny_model_dir, kgfact_small, tmp_path_factory):
     from generate.runner import Generator
 
     out = tmp_path_factory.mktemp("sft")
-    (run,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
-                                      out=str(out), method="sft", progress=False)).run_all()
+    (run,) = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir),
+            corpus=str(kgfact_small / "train.jsonl"),
+            out=str(out),
+            method="sft",
+            progress=False,
+        )
+    ).run_all()
     assert json.loads((run / "manifest.json").read_text())["complete"]
     return run

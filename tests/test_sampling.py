@@ -1,4 +1,5 @@
 """The mixing step and its randomness, independent of any engine."""
+
 from __future__ import annotations
 
 import torch
@@ -8,9 +9,15 @@ from mixsd.randomness import Stream, example_key, uniforms
 
 
 def settings(n, lam=0.5, temperature=1.0, top_k=0, top_p=1.0, seed=0):
-    return PairSettings(seed=torch.full((n,), seed), key=torch.arange(n), sample=torch.zeros(n, dtype=torch.long),
-                        lam=torch.full((n,), lam, dtype=torch.float64), temperature=torch.full((n,), temperature),
-                        top_k=torch.full((n,), top_k), top_p=torch.full((n,), top_p))
+    return PairSettings(
+        seed=torch.full((n,), seed),
+        key=torch.arange(n),
+        sample=torch.zeros(n, dtype=torch.long),
+        lam=torch.full((n,), lam, dtype=torch.float64),
+        temperature=torch.full((n,), temperature),
+        top_k=torch.full((n,), top_k),
+        top_p=torch.full((n,), top_p),
+    )
 
 
 def test_uniforms_are_uniform_and_keyed():
@@ -28,7 +35,7 @@ def test_uniforms_are_uniform_and_keyed():
 
 def test_example_key_is_stable():
     assert example_key("train-00001") == example_key("train-00001") != example_key("train-00002")
-    assert 0 <= example_key("x") < 2 ** 63
+    assert 0 <= example_key("x") < 2**63
 
 
 def test_lambda_zero_and_one_pick_one_source():
@@ -42,7 +49,9 @@ def test_lambda_zero_and_one_pick_one_source():
 
 def test_temperature_zero_is_argmax_of_the_source():
     logits_e, logits_n = torch.randn(256, 50), torch.randn(256, 50)
-    tokens, from_expert = mix_step(logits_e, logits_n, settings(256, temperature=0.0), torch.zeros(256, dtype=torch.long))
+    tokens, from_expert = mix_step(
+        logits_e, logits_n, settings(256, temperature=0.0), torch.zeros(256, dtype=torch.long)
+    )
     expected = torch.where(from_expert, logits_e.argmax(-1), logits_n.argmax(-1))
     assert torch.equal(tokens, expected)
 

@@ -1,4 +1,5 @@
 """The training stage on the tiny model: loss, accumulation, resume after kill -9, DDP, OPSD, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests import processes
-
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from mixsd.run_format import RunFormatError
+from tests import processes
 from train.config import TrainConfig
 from train.data import IGNORE, DataError
 from train.opsd import reverse_kl
@@ -28,15 +28,31 @@ from train.trainer import TrainingError, train
 @pytest.fixture(scope="module")
 def sft_run(tiny_model_dir, kgfact_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    config = GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), out=str(out),
-                            method="sft", shard_size=32, progress=False)
+    config = GenerateConfig(
+        model=str(tiny_model_dir),
+        corpus=str(kgfact_small / "train.jsonl"),
+        out=str(out),
+        method="sft",
+        shard_size=32,
+        progress=False,
+    )
     (run_dir,) = Generator(config).run_all()
     return run_dir
 
 
 def config(model, shards, out, **overrides) -> TrainConfig:
-    settings = dict(model=str(model), shards=[str(s) for s in shards], out=str(out), lr=1e-3, batch_size=8,
-                    micro_batch_size=4, epochs=1, warmup_steps=2, dtype="float32", progress=False)
+    settings = dict(
+        model=str(model),
+        shards=[str(s) for s in shards],
+        out=str(out),
+        lr=1e-3,
+        batch_size=8,
+        micro_batch_size=4,
+        epochs=1,
+        warmup_steps=2,
+        dtype="float32",
+        progress=False,
+    )
     return TrainConfig(**(settings | overrides))
 
 
@@ -45,7 +61,7 @@ def weights(step_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def metrics(out: Path) -> list[dict]:
-    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
@@ -56,8 +72,10 @@ def test_loss_falls_and_checkpoints_load(tiny_model_dir, sft_run, tmp_path):
     assert len(rows) == 4 * (90 // 8) and final.name == "step-000044"
     first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
     assert last < 0.7 * first, (first, last)
-    assert all(set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "tokens",
-                          "seconds"} for r in rows)
+    assert all(
+        set(r) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "tokens", "seconds"}
+        for r in rows
+    )
     assert [r["lr"] for r in rows[:3]] == pytest.approx([5e-4, 1e-3, 1e-3])  # warmup 2 steps, then constant
     assert sorted(p.name for p in (tmp_path / "out").glob("step-*")) == ["step-000040", "step-000044"]
     model = AutoModelForCausalLM.from_pretrained(final)
@@ -77,8 +95,27 @@ def test_accumulation_normalizes_by_target_tokens(tiny_model_dir, sft_run, tmp_p
 
 
 def _cli_args(model, shards, out, *extra):
-    return ["--model", str(model), "--shards", str(shards), "--out", str(out), "--lr", "1e-3", "--batch_size", "8",
-            "--micro_batch_size", "4", "--epochs", "2", "--dtype", "float32", "--progress", "false", *extra]
+    return [
+        "--model",
+        str(model),
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--lr",
+        "1e-3",
+        "--batch_size",
+        "8",
+        "--micro_batch_size",
+        "4",
+        "--epochs",
+        "2",
+        "--dtype",
+        "float32",
+        "--progress",
+        "false",
+        *extra,
+    ]
 
 
 def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -110,8 +147,9 @@ def test_killed_training_resumes_to_identical_weights(tiny_model_dir, sft_run, t
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in metrics(out)] == [r["loss"] for r in metrics(tmp_path / "whole")]
 
-    other = processes.run("train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true",
-                                             "--lr", "2e-3"))
+    other = processes.run(
+        "train", _cli_args(tiny_model_dir, sft_run, out, "--save_every", "3", "--resume", "true", "--lr", "2e-3")
+    )
     assert other.returncode == 2 and "trained with other settings (lr)" in other.stderr
 
 
@@ -120,8 +158,14 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
     the same environment (tests/processes.py), which saves an interpreter start and imports per rank."""
     _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "4")))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
-    _ok(subprocess.run(torchrun + _cli_args(tiny_model_dir, sft_run, tmp_path / "two", "--max_steps", "4"),
-                       capture_output=True, text=True, timeout=300))
+    _ok(
+        subprocess.run(
+            torchrun + _cli_args(tiny_model_dir, sft_run, tmp_path / "two", "--max_steps", "4"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
     a, b = weights(tmp_path / "one" / "step-000004"), weights(tmp_path / "two" / "step-000004")
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
@@ -133,12 +177,39 @@ def test_opsd_under_ddp_and_fsdp_matches_one_process(tiny_model_dir, kgfact_smal
     gives the weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
     corpus = tmp_path / "eight.jsonl"
     corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:8]))
-    (shards,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"),
-                                         method="sft", progress=False)).run_all()
+    (shards,) = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"), method="sft", progress=False
+        )
+    ).run_all()
+
     def opsd(out):  # micro-batches of one example: 4 per step in one process, 2 per process in two
-        return ["--model", str(tiny_model_dir), "--shards", str(shards), "--out", str(out), "--method", "opsd",
-                "--lr", "1e-3", "--max_steps", "2", "--batch_size", "4", "--micro_batch_size", "1", "--rollouts", "2",
-                "--rollout_max_new_tokens", "8", "--dtype", "float32", "--progress", "false"]
+        return [
+            "--model",
+            str(tiny_model_dir),
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--method",
+            "opsd",
+            "--lr",
+            "1e-3",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--micro_batch_size",
+            "1",
+            "--rollouts",
+            "2",
+            "--rollout_max_new_tokens",
+            "8",
+            "--dtype",
+            "float32",
+            "--progress",
+            "false",
+        ]
 
     _ok(processes.run("train", opsd(tmp_path / "one")))
     a, la = weights(tmp_path / "one" / "step-000002"), metrics(tmp_path / "one")
@@ -158,8 +229,7 @@ def weights_of_model(model_dir) -> dict[str, torch.Tensor]:
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_model_dir, sft_run, tmp_path):
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+"):
-        train(config(tiny_model_dir, [sft_run], tmp_path / "out", lr=1e30, warmup_steps=0, save_every=1,
-                     max_steps=6))
+        train(config(tiny_model_dir, [sft_run], tmp_path / "out", lr=1e30, warmup_steps=0, save_every=1, max_steps=6))
     saved = sorted((tmp_path / "out").glob("step-*"))
     assert saved and all((p / "trainer_state.pt").exists() for p in saved)
     assert all(torch.isfinite(t).all() for t in weights(saved[0]).values())
@@ -196,32 +266,60 @@ def test_opsd_trains_towards_the_expert(tiny_model_dir, kgfact_small, tmp_path):
 
     corpus = tmp_path / "four.jsonl"
     corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
-    (shards,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"),
-                                         method="sft", progress=False)).run_all()
-    final = train(config(tiny_model_dir, [shards], tmp_path / "out", method="opsd", max_steps=40, batch_size=4,
-                         micro_batch_size=2, rollouts=4, rollout_max_new_tokens=12, lr=3e-3, kl_top_k=0))
+    (shards,) = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"), method="sft", progress=False
+        )
+    ).run_all()
+    final = train(
+        config(
+            tiny_model_dir,
+            [shards],
+            tmp_path / "out",
+            method="opsd",
+            max_steps=40,
+            batch_size=4,
+            micro_batch_size=2,
+            rollouts=4,
+            rollout_max_new_tokens=12,
+            lr=3e-3,
+            kl_top_k=0,
+        )
+    )
     rows = metrics(tmp_path / "out")
     assert len(rows) == 40 and all(r["loss"] >= 0 for r in rows)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tuned = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     probe = load_examples([str(shards)])[0]
-    completions = sample(tuned, [e.prompt_ids for e in probe], 12, 1.0, tokenizer.eos_token_id,
-                         tokenizer.pad_token_id, seed=1, keys=list(range(len(probe))), samples=[0] * len(probe))
+    completions = sample(
+        tuned,
+        [e.prompt_ids for e in probe],
+        12,
+        1.0,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        seed=1,
+        keys=list(range(len(probe))),
+        samples=[0] * len(probe),
+    )
     completions = [c + [tokenizer.eos_token_id] for c in completions]
     before = _mean_reverse_kl(base, base, probe, completions, tokenizer)
     after = _mean_reverse_kl(tuned, base, probe, completions, tokenizer)
     assert after < 0.7 * before, (before, after)  # measured: 3.53 -> 2.11 nats
 
 
-@pytest.mark.parametrize("problem,message", [
-    ("empty", "no shard run directories"),
-    ("lr", "--lr must be > 0"),
-    ("batch", "--batch_size 1000 is larger than the 90 examples"),
-    ("tampered", "checksum does not match"),
-    ("columns", "missing column(s) ['expert_prompt_ids']"),
-    ("tokenizer", "written with another tokenizer or model"),
-])
+@pytest.mark.parametrize(
+    "problem,message",
+    [
+        ("empty", "no shard run directories"),
+        ("lr", "--lr must be > 0"),
+        ("batch", "--batch_size 1000 is larger than the 90 examples"),
+        ("tampered", "checksum does not match"),
+        ("columns", "missing column(s) ['expert_prompt_ids']"),
+        ("tokenizer", "written with another tokenizer or model"),
+    ],
+)
 def test_bad_input_stops_before_any_step(tiny_model_dir, sft_run, tmp_path, problem, message):
     shards = [sft_run]
     overrides = {}
@@ -340,7 +438,7 @@ def test_only_verified_targets_are_trained_on_and_cut_targets_get_no_eos():
     assert len(select(rows, include_unverified=True, method="mixsd")[0]) == 3
     assert len(select(rows, include_unverified=False, method="opsd")[0]) == 3  # OPSD never reads the targets
     batch = collate(used, eos_id=0, pad_id=5)
-    assert batch["labels"][0].tolist() == [IGNORE, IGNORE, 7, 8, 9, 0]   # ended: EOS is a label
+    assert batch["labels"][0].tolist() == [IGNORE, IGNORE, 7, 8, 9, 0]  # ended: EOS is a label
     assert batch["labels"][1].tolist() == [IGNORE, IGNORE, 7, 8, 9, IGNORE]  # cut: no EOS, padding
     assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]
     with pytest.raises(DataError, match="none of the 1 targets was verified"):
@@ -352,9 +450,18 @@ def test_only_verified_targets_are_trained_on_and_cut_targets_get_no_eos():
 def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, tmp_path, capsys):
     """The tiny random model answers nothing right: by default there is nothing to train on, and saying so
     beats teaching 90 wrong answers; asked explicitly, it trains on them and records what it used."""
-    (run,) = Generator(GenerateConfig(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"),
-                                      out=str(tmp_path / "g"), lam=[0.5], max_new_tokens=6, backend="hf",
-                                      dtype="float32", progress=False)).run_all()
+    (run,) = Generator(
+        GenerateConfig(
+            model=str(tiny_model_dir),
+            corpus=str(kgfact_small / "train.jsonl"),
+            out=str(tmp_path / "g"),
+            lam=[0.5],
+            max_new_tokens=6,
+            backend="hf",
+            dtype="float32",
+            progress=False,
+        )
+    ).run_all()
     finish = pq.read_table(run / "train-00000.parquet").column("finish_reason").to_pylist()
     with pytest.raises(DataError, match="none of the 90 targets was verified"):
         train(config(tiny_model_dir, [run], tmp_path / "refused", max_steps=1))
@@ -375,10 +482,14 @@ def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, 
     eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
     tensors = collate(batch, eos_id=eos, pad_id=eos)
     with torch.no_grad():
-        logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(
-            input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
-    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tensors["labels"][:, 1:].flatten(),
-                                                 ignore_index=IGNORE)  # mean over labelled tokens
+        logits = (
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+            .eval()(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
+            .logits
+        )
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), tensors["labels"][:, 1:].flatten(), ignore_index=IGNORE
+    )  # mean over labelled tokens
     logged = json.loads((tmp_path / "all" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert logged == pytest.approx(float(expected), rel=1e-5)
 
@@ -393,9 +504,10 @@ def test_tensorboard_events_match_metrics_and_survive_a_resume(tiny_model_dir, s
     out = tmp_path / "out"
     train(config(tiny_model_dir, [sft_run], out, max_steps=4, save_every=2, keep_last=5, log="tensorboard"))
     shutil.rmtree(out / "step-000004")
-    train(config(tiny_model_dir, [sft_run], out, max_steps=4, save_every=2, keep_last=5, log="tensorboard",
-                 resume=True))
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    train(
+        config(tiny_model_dir, [sft_run], out, max_steps=4, save_every=2, keep_last=5, log="tensorboard", resume=True)
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     events = EventAccumulator(str(out))
     events.Reload()
@@ -406,8 +518,9 @@ def test_tensorboard_events_match_metrics_and_survive_a_resume(tiny_model_dir, s
         assert [v for _, v in logged] == pytest.approx([r[key] for r in rows], rel=1e-6)
 
 
-def test_unknown_or_missing_log_sinks_are_refused_and_wandb_logs_offline(tiny_model_dir, sft_run, tmp_path,
-                                                                         monkeypatch):
+def test_unknown_or_missing_log_sinks_are_refused_and_wandb_logs_offline(
+    tiny_model_dir, sft_run, tmp_path, monkeypatch
+):
     """W&B itself is not installed here: a stand-in module records what the loop sends it."""
     import importlib.util
     import sys

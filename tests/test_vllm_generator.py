@@ -1,4 +1,5 @@
 """The vLLM backend against the reference backend and transformers forwards, on the tiny model in float32."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,17 @@ def tokenizer(tiny_model_dir):
 def vllm_engine(tiny_model_dir, tokenizer):
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
-    return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
-                                           max_num_seqs=256, kv_cache_bytes=TEST_KV_BYTES, enforce_eager=True),
-                            [tokenizer.eos_token_id])
+    return VLLMPairedEngine(
+        EngineSettings(
+            model=str(tiny_model_dir),
+            dtype="float32",
+            max_model_len=1024,
+            max_num_seqs=256,
+            kv_cache_bytes=TEST_KV_BYTES,
+            enforce_eager=True,
+        ),
+        [tokenizer.eos_token_id],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +48,18 @@ def cramped_engine(tiny_model_dir, tokenizer, vllm_engine):
     engine still uses."""
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
-    return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=1024,
-                                           max_num_seqs=96, kv_cache_bytes=TEST_KV_BYTES, num_gpu_blocks_override=24,
-                                           enforce_eager=True),
-                            [tokenizer.eos_token_id])
+    return VLLMPairedEngine(
+        EngineSettings(
+            model=str(tiny_model_dir),
+            dtype="float32",
+            max_model_len=1024,
+            max_num_seqs=96,
+            kv_cache_bytes=TEST_KV_BYTES,
+            num_gpu_blocks_override=24,
+            enforce_eager=True,
+        ),
+        [tokenizer.eos_token_id],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +100,12 @@ def test_tokens_are_argmax_of_their_source_and_logprobs_match(vllm_engine, token
         top2 = chosen.topk(2, dim=-1).values
         clear = (top2[:, 0] - top2[:, 1]) > 1e-4  # skip exact ties, where float order decides
         assert torch.equal(chosen.argmax(-1)[clear], target[clear])
-        assert torch.allclose(torch.tensor(result.expert_logprobs), expert.gather(1, target[:, None]).squeeze(1), atol=1e-3)
-        assert torch.allclose(torch.tensor(result.naive_logprobs), naive.gather(1, target[:, None]).squeeze(1), atol=1e-3)
+        assert torch.allclose(
+            torch.tensor(result.expert_logprobs), expert.gather(1, target[:, None]).squeeze(1), atol=1e-3
+        )
+        assert torch.allclose(
+            torch.tensor(result.naive_logprobs), naive.gather(1, target[:, None]).squeeze(1), atol=1e-3
+        )
         checked += int(clear.sum())
     assert checked > 300
 
@@ -103,8 +124,13 @@ def test_lambda_extremes_and_naive_fraction(vllm_engine, tokenizer, reference_mo
             tokens = result.tokens
             naive_argmax = next_token_logprobs(reference_model, job.naive_ids, tokens).argmax(-1)
             expert_argmax = next_token_logprobs(reference_model, job.expert_ids, tokens).argmax(-1)
-            coin = uniforms(torch.tensor(job.seed), torch.tensor(job.key), torch.tensor(job.sample),
-                            torch.arange(len(tokens)), Stream.COIN)
+            coin = uniforms(
+                torch.tensor(job.seed),
+                torch.tensor(job.key),
+                torch.tensor(job.sample),
+                torch.arange(len(tokens)),
+                Stream.COIN,
+            )
             for t, token in enumerate(tokens):
                 if naive_argmax[t] == expert_argmax[t]:
                     continue
@@ -182,8 +208,10 @@ def test_top_k_top_p_mixture_in_the_engine(vllm_engine, tokenizer, reference_mod
     import dataclasses
 
     lam, n = 0.3, 3000
-    jobs = [dataclasses.replace(j, top_k=8, top_p=0.95)
-            for j in simple_jobs(tokenizer, n, lam=lam, temperature=1.0, max_tokens=1, same_prompt=True)]
+    jobs = [
+        dataclasses.replace(j, top_k=8, top_p=0.95)
+        for j in simple_jobs(tokenizer, n, lam=lam, temperature=1.0, max_tokens=1, same_prompt=True)
+    ]
     counts = torch.zeros(len(tokenizer))
     for result in vllm_engine.decode(jobs):
         counts[result.tokens[0] if result.tokens else tokenizer.eos_token_id] += 1
@@ -211,8 +239,17 @@ def test_vllm_run_rows_match_reference_run(vllm_engine, tiny_model_dir, kgfact_s
     from generate.runner import Generator
     from mixsd.run_format import read_rows
 
-    common = dict(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), dtype="float32", lam=[0.3],
-                  temperature=1.0, max_new_tokens=32, max_model_len=1024, shard_size=32, progress=False)
+    common = dict(
+        model=str(tiny_model_dir),
+        corpus=str(kgfact_small / "train.jsonl"),
+        dtype="float32",
+        lam=[0.3],
+        temperature=1.0,
+        max_new_tokens=32,
+        max_model_len=1024,
+        shard_size=32,
+        progress=False,
+    )
     (ours,) = Generator(GenerateConfig(out=str(tmp_path / "v"), backend="vllm", **common), engine=vllm_engine).run_all()
     (reference,) = Generator(GenerateConfig(out=str(tmp_path / "h"), backend="hf", **common)).run_all()
     a, b = read_rows(ours), read_rows(reference)
@@ -235,18 +272,38 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("two CPU workers need two cores")
-    common = dict(model=str(tiny_model_dir), corpus=str(kgfact_small / "train.jsonl"), dtype="float32", lam=[0.5],
-                  temperature=0.0, max_new_tokens=12, shard_size=45, max_model_len=256, progress=False)
+    common = dict(
+        model=str(tiny_model_dir),
+        corpus=str(kgfact_small / "train.jsonl"),
+        dtype="float32",
+        lam=[0.5],
+        temperature=0.0,
+        max_new_tokens=12,
+        shard_size=45,
+        max_model_len=256,
+        progress=False,
+    )
     (reference,) = Generator(GenerateConfig(out=str(tmp_path / "h"), backend="hf", **common)).run_all()
     # vLLM's CPU workers bind one OpenMP thread set per rank; "auto" wants one NUMA node per rank.
     env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}
-    done = processes.run("generate", [*cli_flags(common), f"--out={tmp_path / 'tp'}", "--backend=vllm",
-                                      "--tensor_parallel_size=2", "--max_num_seqs=32", "--kv_cache_gib=0.03",
-                                      "--enforce_eager=true"], env=env)
+    done = processes.run(
+        "generate",
+        [
+            *cli_flags(common),
+            f"--out={tmp_path / 'tp'}",
+            "--backend=vllm",
+            "--tensor_parallel_size=2",
+            "--max_num_seqs=32",
+            "--kv_cache_gib=0.03",
+            "--enforce_eager=true",
+        ],
+        env=env,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     (ours,) = (tmp_path / "tp").glob("mixsd-*")
-    assert [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(ours)] == \
-        [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(reference)]
+    assert [(r["example_id"], r["target_ids"], r["source"]) for r in read_rows(ours)] == [
+        (r["example_id"], r["target_ids"], r["source"]) for r in read_rows(reference)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -255,9 +312,19 @@ def starved_engine(tiny_model_dir, tokenizer, vllm_engine):
     never run together."""
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
-    return VLLMPairedEngine(EngineSettings(model=str(tiny_model_dir), dtype="float32", max_model_len=256,
-                                           max_num_seqs=8, kv_cache_bytes=TEST_KV_BYTES, num_gpu_blocks_override=3,
-                                           enforce_eager=True, max_splits=3), [tokenizer.eos_token_id])
+    return VLLMPairedEngine(
+        EngineSettings(
+            model=str(tiny_model_dir),
+            dtype="float32",
+            max_model_len=256,
+            max_num_seqs=8,
+            kv_cache_bytes=TEST_KV_BYTES,
+            num_gpu_blocks_override=3,
+            enforce_eager=True,
+            max_splits=3,
+        ),
+        [tokenizer.eos_token_id],
+    )
 
 
 def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine, tokenizer, kgfact_small, tmp_path):
@@ -271,9 +338,17 @@ def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine
     long["context"] = " ".join(["The sky over the northern valley is grey today."] * 4)  # 129-256 prompt tokens
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
-    config = GenerateConfig(model=str(starved_engine.settings.model), corpus=str(corpus), out=str(tmp_path / "out"),
-                            dtype="float32", lam=[0.5], temperature=0.0, max_new_tokens=16, max_model_len=256,
-                            progress=False)
+    config = GenerateConfig(
+        model=str(starved_engine.settings.model),
+        corpus=str(corpus),
+        out=str(tmp_path / "out"),
+        dtype="float32",
+        lam=[0.5],
+        temperature=0.0,
+        max_new_tokens=16,
+        max_model_len=256,
+        progress=False,
+    )
     generator = Generator(config, engine=starved_engine)
     long_prompt = generator._prepared_shard(0)[1]
     assert 128 < len(long_prompt.expert_ids) + 16 <= 256  # two blocks for the expert, one for the naive: 3 > 2 free
@@ -286,11 +361,29 @@ def test_a_pair_that_can_never_run_together_is_skipped_and_listed(starved_engine
 
 
 def test_a_kv_cache_that_does_not_fit_is_one_clear_line(tiny_model_dir, kgfact_small, tmp_path):
-    done = processes.run("generate", ["--model", str(tiny_model_dir), "--corpus", str(kgfact_small / "train.jsonl"),
-                                      "--out", str(tmp_path / "out"), "--dtype", "float32", "--max_new_tokens", "8",
-                                      "--kv_cache_gib", "4096", "--enforce_eager", "true", "--progress", "false"])
+    done = processes.run(
+        "generate",
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--corpus",
+            str(kgfact_small / "train.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+            "--dtype",
+            "float32",
+            "--max_new_tokens",
+            "8",
+            "--kv_cache_gib",
+            "4096",
+            "--enforce_eager",
+            "true",
+            "--progress",
+            "false",
+        ],
+    )
     assert done.returncode == 2, done.stderr[-3000:]
-    (line,) = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert "could not get its KV cache: KV cache 4096.000 GiB set by --kv_cache_gib" in line
     assert "Set --kv_cache_gib lower" in line and "Traceback" not in done.stderr
     assert not list((tmp_path / "out").glob("*/train-*"))

@@ -1,5 +1,6 @@
 """`python -m train --model M --shards RUN_DIR [RUN_DIR …] --out DIR --method mixsd --lr 1e-5 …`
 (or `--config configs/X.yaml`); under `torchrun --nproc_per_node N` it trains with DDP."""
+
 from __future__ import annotations
 
 import sys

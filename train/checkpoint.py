@@ -1,5 +1,6 @@
 """Checkpoints: a Hugging Face directory (safetensors, config, tokenizer, chat template) that vLLM and
 transformers load, plus the trainer state needed to resume exactly. Written to a temp name, then renamed."""
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,36 @@ from mixsd.checkpoints import CHECKPOINT_INFO_FILE, STATE_FILE, checkpoint_info,
 from mixsd.versions import versions
 
 
-def save(out: Path, step: int, model, tokenizer, optimizer_state: dict, scheduler, position: dict, config: dict,
-         keep_last: int, model_state: dict | None = None) -> Path:
+def save(
+    out: Path,
+    step: int,
+    model,
+    tokenizer,
+    optimizer_state: dict,
+    scheduler,
+    position: dict,
+    config: dict,
+    keep_last: int,
+    model_state: dict | None = None,
+) -> Path:
     """`model_state`: the full weights when the module only holds shards (FSDP); None: the module's own."""
     final = step_dir(out, step)
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
         tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "position": position,
-                    "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])}, tmp / STATE_FILE)
-        (tmp / CHECKPOINT_INFO_FILE).write_text(json.dumps({"config": config, "step": step, "versions": versions()},
-                                                  indent=2, sort_keys=True) + "\n")
+        torch.save(
+            {
+                "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(),
+                "position": position,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": list(random.getstate()[1]),
+            },
+            tmp / STATE_FILE,
+        )
+        (tmp / CHECKPOINT_INFO_FILE).write_text(
+            json.dumps({"config": config, "step": step, "versions": versions()}, indent=2, sort_keys=True) + "\n"
+        )
     for old in checkpoints(out)[:-keep_last]:
         shutil.rmtree(old)
     return final

@@ -1,4 +1,5 @@
 """One object for "am I one process or many": `torchrun` sets the environment, everything else asks here."""
+
 from __future__ import annotations
 
 import contextlib
@@ -83,7 +84,9 @@ class Distributed:
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            model, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
+        )
 
     def sum(self, value):
         """The sum of a number over all processes (the number itself with one process)."""

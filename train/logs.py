@@ -1,6 +1,7 @@
 """Where the training loop's per-step numbers go: `metrics.jsonl` always; TensorBoard event files next to it
 (`--log tensorboard`); Weights & Biases in offline mode (`--log wandb`, where the package is installed); and
 the progress line (loss, lr, tokens/s, MFU where the device's peak is known, ETA)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,9 @@ def parse_sinks(value: str) -> list[str]:
         raise ConfigError(f"--log: unknown {unknown}; choose from {list(SINKS)} (metrics.jsonl is always written)")
     for sink in sinks:
         if importlib.util.find_spec(_PACKAGES[sink]) is None:
-            raise ConfigError(f"--log {sink}: the `{_PACKAGES[sink]}` package is not installed "
-                              f"(pip install {_PACKAGES[sink]})")
+            raise ConfigError(
+                f"--log {sink}: the `{_PACKAGES[sink]}` package is not installed (pip install {_PACKAGES[sink]})"
+            )
     return sinks
 
 
@@ -37,8 +39,9 @@ class StepLog:
         out.mkdir(parents=True, exist_ok=True)
         kept = []
         if self.path.exists():
-            kept = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["step"] <= keep_through]
-        self.path.write_text("".join(l + "\n" for l in kept))
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if line and json.loads(line)["step"] <= keep_through]
+        self.path.write_text("".join(line + "\n" for line in kept))
         if "tensorboard" in sinks:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -1,5 +1,6 @@
 """On-policy self-distillation (the OPSD baseline): the student samples completions from the naive prompt
 and is trained to minimize, per token, the reverse KL to the frozen base model that sees the expert prompt."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,17 @@ from train.data import TrainExample
 
 
 @torch.no_grad()
-def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int, pad_id: int,
-           seed: int, keys: list[int], samples: list[int]) -> list[list[int]]:
+def sample(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+    seed: int,
+    keys: list[int],
+    samples: list[int],
+) -> list[list[int]]:
     """Batched sampling with a KV cache. Row r's token at position t is drawn by inverse CDF from the uniform of
     (seed, keys[r], samples[r], t): a rollout does not depend on which rows share its batch or process."""
     key, sample_index = torch.tensor(keys, dtype=torch.int64), torch.tensor(samples, dtype=torch.int64)
@@ -33,16 +43,16 @@ def _completion_logprobs(model, prompts: list[list[int]], completions: list[list
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
     for row, (p, c) in enumerate(zip(prompts, completions)):
-        ids[row, :len(p) + len(c)] = torch.tensor(p + c, device=device)
-        mask[row, :len(p) + len(c)] = 1
+        ids[row, : len(p) + len(c)] = torch.tensor(p + c, device=device)
+        mask[row, : len(p) + len(c)] = 1
     logits = model(input_ids=ids, attention_mask=mask).logits.float()
     longest = max(len(c) for c in completions)
     gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
     valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)
     for row, (p, c) in enumerate(zip(prompts, completions)):
         # The distribution that produced completion token j sits at position len(p) + j - 1.
-        gathered[row, :len(c)] = logits[row, len(p) - 1:len(p) - 1 + len(c)]
-        valid[row, :len(c)] = True
+        gathered[row, : len(c)] = logits[row, len(p) - 1 : len(p) - 1 + len(c)]
+        valid[row, : len(c)] = True
     return torch.log_softmax(gathered, dim=-1), valid
 
 
@@ -65,8 +75,9 @@ def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step
     expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
     keys = [example_key(e.example_id) for e in group for _ in range(config.rollouts)]
     samples = [step * config.rollouts + r for _ in group for r in range(config.rollouts)]
-    completions = sample(core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad,
-                         config.seed, keys, samples)
+    completions = sample(
+        core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad, config.seed, keys, samples
+    )
     completions = [c + [eos] if len(c) < config.rollout_max_new_tokens else c for c in completions]
     with autocast:
         student_logp, valid = _completion_logprobs(model, naive, completions, pad)

@@ -1,4 +1,5 @@
 """The training loop: plain PyTorch, readable top to bottom. `train(config)` is the whole stage."""
+
 from __future__ import annotations
 
 import math
@@ -93,16 +94,24 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
         while step < total_steps:
             epoch, index = divmod(step, per_epoch)
             order = data.epoch_order(len(examples), config.seed, epoch)
-            batch = [examples[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
+            batch = [examples[i] for i in order[index * config.batch_size : (index + 1) * config.batch_size]]
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
-            result = _train_step(ctx, batch[dist.rank::dist.world], step)
+            result = _train_step(ctx, batch[dist.rank :: dist.world], step)
             scheduler.step()
             step += 1
             seconds = time.perf_counter() - start
-            record = {"step": step, "epoch": epoch, "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
-                      "tokens": result.tokens, "seconds": round(seconds, 4), "tokens_per_s": result.tokens / seconds,
-                      "padding_fraction": result.padding}
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "loss": result.loss,
+                "lr": lr,
+                "grad_norm": result.grad_norm,
+                "tokens": result.tokens,
+                "seconds": round(seconds, 4),
+                "tokens_per_s": result.tokens / seconds,
+                "padding_fraction": result.padding,
+            }
             if peak:  # tokens are the global batch's: each of the world's devices did its share
                 record["mfu"] = flops_per_token * result.tokens / seconds / (peak * dist.world)
             log.write(record)
@@ -111,8 +120,18 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
             if (config.save_every and step % config.save_every == 0) or step == total_steps:
                 model_state, optimizer_state = dist.gather_state(model, optimizer)  # every process, for FSDP
                 if dist.is_main:
-                    checkpoint.save(out, step, model, tokenizer, optimizer_state, scheduler, {"step": step},
-                                    to_dict(config), config.keep_last, model_state=model_state)
+                    checkpoint.save(
+                        out,
+                        step,
+                        model,
+                        tokenizer,
+                        optimizer_state,
+                        scheduler,
+                        {"step": step},
+                        to_dict(config),
+                        config.keep_last,
+                        model_state=model_state,
+                    )
                 dist.barrier()
     finally:  # what was logged stays readable, also when a step fails
         bar.close()
@@ -124,14 +143,15 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
 @dataclass
 class StepContext:
     """What every optimizer step works with (fixed for the whole run)."""
-    model: torch.nn.Module              # the student as the step runs it (DDP/FSDP wrapped, or plain)
-    teacher: torch.nn.Module | None     # OPSD's frozen base model
+
+    model: torch.nn.Module  # the student as the step runs it (DDP/FSDP wrapped, or plain)
+    teacher: torch.nn.Module | None  # OPSD's frozen base model
     tokenizer: object
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     dist: Distributed
     device: torch.device
-    autocast: object                    # a context manager: bf16 autocast or nothing
+    autocast: object  # a context manager: bf16 autocast or nothing
 
 
 def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
@@ -183,10 +203,12 @@ def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
     first = int((labels != data.IGNORE).float().argmax(dim=1).min())
     keep = labels.shape[1] - first
     with autocast:
-        logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
-                       logits_to_keep=keep).logits
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels[:, first:].flatten(),
-                                             ignore_index=data.IGNORE, reduction="sum")
+        logits = model(
+            input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"], logits_to_keep=keep
+        ).logits
+    return torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=data.IGNORE, reduction="sum"
+    )
 
 
 def _scale_gradients(model, factor: float) -> None:
@@ -249,20 +271,32 @@ def _resume_point(out: Path, config: TrainConfig) -> Path | None:
     if not config.resume:
         raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
     saved = checkpoint.saved_config(existing[-1])
-    differs = sorted(k for k, v in to_dict(config).items() if k not in ("resume", "progress", "log") and saved.get(k) != v)
+    differs = sorted(
+        k for k, v in to_dict(config).items() if k not in ("resume", "progress", "log") and saved.get(k) != v
+    )
     if differs:
-        raise TrainingError(f"{existing[-1]} was trained with other settings ({', '.join(differs)}); "
-                            "refusing to resume into it")
+        raise TrainingError(
+            f"{existing[-1]} was trained with other settings ({', '.join(differs)}); refusing to resume into it"
+        )
     return existing[-1]
 
 
-def _write_run_info(out: Path, config: TrainConfig, manifests: list[RunManifest], counts: data.RowCounts, steps: int,
-                    world: int):
+def _write_run_info(
+    out: Path, config: TrainConfig, manifests: list[RunManifest], counts: data.RowCounts, steps: int, world: int
+):
     from mixsd.versions import versions
 
-    write_json(out / RUN_INFO_FILE, {
-        "config": to_dict(config), "versions": versions(), "examples": counts.used, "data": asdict(counts),
-        "total_steps": steps,
-        "world_size": world, "shards": [{"run": m.config_hash, "lam": m.config.get("lam"),
-                                         "method": m.config.get("method")} for m in manifests],
-    })
+    write_json(
+        out / RUN_INFO_FILE,
+        {
+            "config": to_dict(config),
+            "versions": versions(),
+            "examples": counts.used,
+            "data": asdict(counts),
+            "total_steps": steps,
+            "world_size": world,
+            "shards": [
+                {"run": m.config_hash, "lam": m.config.get("lam"), "method": m.config.get("method")} for m in manifests
+            ],
+        },
+    )
