@@ -1,15 +1,20 @@
-"""Throughput of paired MixSD decoding against plain vLLM decoding on the same engine, and of the reference
-backend. Prints measured numbers; asserts nothing.
+"""Throughput of paired MixSD decoding against plain vLLM decoding on the same engine at the same sampling
+settings (temperature 0 against greedy, temperature 1 against temperature 1 with the same top-k/top-p), with
+and without logprobs, `--runs` times each (median and min–max), and of the reference backend. Prints measured
+numbers; asserts nothing.
 
     python benchmarks/bench_generate.py --model tiny --pairs 256 --tokens 64
     python benchmarks/bench_generate.py --model models/smollm2-135m-instruct --pairs 64 --tokens 32
 """
+
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
@@ -18,25 +23,57 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from generate.pairs import PairJob  # noqa: E402
-from mixsd.prompts import chat_ids  # noqa: E402
 from mixsd.engine_memory import plan_kv_cache  # noqa: E402
+from mixsd.models import declared_dtype  # noqa: E402
+from mixsd.precision import resolve_dtype  # noqa: E402
+from mixsd.prompts import chat_ids  # noqa: E402
 
 
-def make_jobs(tokenizer, pairs: int, tokens: int) -> list[PairJob]:
-    return [PairJob(chat_ids(tokenizer, f"Where was person {i} born?"),
-                    chat_ids(tokenizer, f"Where was person {i} born?\n\nHere is the answer: The answer is Zendravik {i}."),
-                    key=i, sample=0, seed=0, lam=0.5, temperature=0.0, top_k=0, top_p=1.0, max_tokens=tokens)
-            for i in range(pairs)]
+def make_jobs(
+    tokenizer, pairs: int, tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0
+) -> list[PairJob]:
+    return [
+        PairJob(
+            chat_ids(tokenizer, f"Where was person {i} born?"),
+            chat_ids(tokenizer, f"Where was person {i} born?\n\nHere is the answer: The answer is Zendravik {i}."),
+            key=i,
+            sample=0,
+            seed=0,
+            lam=0.5,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            max_tokens=tokens,
+        )
+        for i in range(pairs)
+    ]
 
 
-def plain_decode(engine, prompts: list[list[int]], tokens: int, logprobs: bool = False) -> float:
-    """Seconds to decode every prompt independently (no logits processor work), all in flight together."""
+def plain_decode(
+    engine,
+    prompts: list[list[int]],
+    tokens: int,
+    logprobs: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> float:
+    """Seconds to decode every prompt independently (no logits processor work), all in flight together, with
+    vLLM's own sampler at the given settings (temperature 0: greedy)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, output_kind=RequestOutputKind.DELTA,
-                            detokenize=False,  # as the paired engine: text is decoded once, by the caller
-                            logprobs=0 if logprobs else None, flat_logprobs=True)
+    params = SamplingParams(
+        temperature=temperature,
+        top_k=top_k if top_k > 0 else -1,
+        top_p=top_p,
+        max_tokens=tokens,
+        ignore_eos=True,
+        output_kind=RequestOutputKind.DELTA,
+        detokenize=False,  # as the paired engine: text is decoded once, by the caller
+        logprobs=0 if logprobs else None,
+        flat_logprobs=True,
+    )
     start = time.perf_counter()
     for i, prompt in enumerate(prompts):
         engine.add_request(f"plain-{i}-{start}", {"prompt_token_ids": prompt}, params)
@@ -45,8 +82,18 @@ def plain_decode(engine, prompts: list[list[int]], tokens: int, logprobs: bool =
     return time.perf_counter() - start
 
 
-def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "auto", reference_pairs: int = 32,
-         kv_cache_gib: float | None = None, enforce_eager: bool = True) -> None:
+def main(
+    model: str = "tiny",
+    pairs: int = 256,
+    tokens: int = 64,
+    dtype: str = "auto",
+    reference_pairs: int = 32,
+    kv_cache_gib: float | None = None,
+    enforce_eager: bool = True,
+    runs: int = 3,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> None:
     from generate.hf_engine import HFPairedEngine
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
 
@@ -56,30 +103,49 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
         model = str(write_debug_model(tempfile.mkdtemp(prefix="bench-tiny-")))
         dtype = "float32"
     tokenizer = AutoTokenizer.from_pretrained(model)
-    jobs = make_jobs(tokenizer, pairs, tokens)
+    # As `python -m generate` resolves it: float32 on a CPU whose bf16 matrix products are slow.
+    dtype = resolve_dtype(dtype, declared_dtype(model))
+    if dtype == "auto":  # the model's own dtype, named for the table and the reference backend
+        dtype = declared_dtype(model) or "float32"
+    jobs = make_jobs(tokenizer, pairs, tokens)  # prompts and the warm-up; the timed jobs are per temperature
     # Sized for every sequence in flight at once (both setups run 2N sequences), never from the machine's RAM.
     lengths = [len(j.naive_ids) + tokens for j in jobs] + [len(j.expert_ids) + tokens for j in jobs]
     plan = plan_kv_cache(model, dtype, lengths, 2 * pairs, kv_cache_gib, on_gpu=torch.cuda.is_available())
     print(plan.why)
-    paired = VLLMPairedEngine(EngineSettings(model=model, dtype=dtype, max_model_len=1024, max_num_seqs=2 * pairs,
-                                             kv_cache_bytes=plan.bytes, enforce_eager=enforce_eager,
-                                             ignore_eos=True), [])
+    paired = VLLMPairedEngine(
+        EngineSettings(
+            model=model,
+            dtype=dtype,
+            max_model_len=1024,
+            max_num_seqs=2 * pairs,
+            kv_cache_bytes=plan.bytes,
+            enforce_eager=enforce_eager,
+            ignore_eos=True,
+        ),
+        [],
+    )
     prompts = [j.naive_ids for j in jobs] + [j.expert_ids for j in jobs]
     plain_decode(paired.engine, prompts[:8], 4)  # warm-up: compilation and first-step costs out of the timings
     paired.decode(jobs[:4])
 
     sequence_tokens = 2 * pairs * tokens  # both setups run 2N sequences of `tokens` tokens
-    rates = {}
-    for logprobs in (False, True):
-        rates["plain", logprobs] = sequence_tokens / plain_decode(paired.engine, prompts, tokens, logprobs)
-        paired.settings.logprobs = logprobs
-        start = time.perf_counter()
-        results = paired.decode(jobs)
-        rates["mixsd", logprobs] = sequence_tokens / (time.perf_counter() - start)
-        assert all(len(r.tokens) == tokens for r in results)
-    mixsd_tps = rates["mixsd", True]
+    rates: dict[tuple, list[float]] = {}
+    for temperature in (0.0, 1.0):
+        jobs_t = make_jobs(tokenizer, pairs, tokens, temperature, top_k, top_p)
+        for logprobs in (False, True):
+            paired.settings.logprobs = logprobs
+            for _ in range(runs):  # alternated, so a drift of the machine's speed hits both sides alike
+                plain_s = plain_decode(paired.engine, prompts, tokens, logprobs, temperature, top_k, top_p)
+                rates.setdefault(("plain", temperature, logprobs), []).append(sequence_tokens / plain_s)
+                start = time.perf_counter()
+                results = paired.decode(jobs_t)
+                rates.setdefault(("mixsd", temperature, logprobs), []).append(
+                    sequence_tokens / (time.perf_counter() - start)
+                )
+                assert all(len(r.tokens) == tokens for r in results)
+    mixsd_tps = statistics.median(rates["mixsd", 0.0, True])
 
-    reference = HFPairedEngine(model, [], dtype=dtype if dtype != "auto" else "bfloat16", batch_pairs=reference_pairs)
+    reference = HFPairedEngine(model, [], dtype=dtype, batch_pairs=reference_pairs)
     ref_jobs = jobs[:reference_pairs]
     start = time.perf_counter()
     reference.decode(ref_jobs)
@@ -91,17 +157,31 @@ def main(model: str = "tiny", pairs: int = 256, tokens: int = 64, dtype: str = "
     vllm_small_tps = 2 * len(ref_jobs) * tokens / (time.perf_counter() - start)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {model} ({dtype})")
-    print(f"pairs in flight: {pairs}, tokens per sequence: {tokens}, splits: {paired.stats.splits}")
-    for logprobs in (False, True):
-        label = "with logprobs   " if logprobs else "without logprobs"
-        plain, mixsd = rates["plain", logprobs], rates["mixsd", logprobs]
-        print(f"{label}: plain vLLM {2 * pairs} sequences {plain:9.1f} tokens/s | MixSD {pairs} pairs "
-              f"{mixsd:9.1f} tokens/s | ratio {mixsd / plain:.3f}")
-    print(f"MixSD as configured by default (logprobs stored) / plain without logprobs: "
-          f"{rates['mixsd', True] / rates['plain', False]:.3f}")
+    print(
+        f"pairs in flight: {pairs}, tokens per sequence: {tokens}, top-k {top_k}, top-p {top_p}, {runs} runs; "
+        f"splits: {paired.stats.splits}"
+    )
+    print("| model | pairs | tokens/seq | temperature | logprobs | plain tokens/s | MixSD tokens/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for temperature in (0.0, 1.0):
+        for logprobs in (False, True):
+            plain, mixsd = rates["plain", temperature, logprobs], rates["mixsd", temperature, logprobs]
+            ratios = [m / p for m, p in zip(mixsd, plain)]
+            print(
+                f"| {Path(model).name} ({dtype}) | {pairs} | {tokens} | {temperature:g} "
+                f"{'(greedy)' if temperature == 0 else ''} | {'on' if logprobs else 'off'} | {_spread(plain, 0)} | "
+                f"{_spread(mixsd, 0)} | **{_spread(ratios, 3)}** |"
+            )
     print(f"reference backend, {len(ref_jobs)} pairs : {ref_tps:10.1f} tokens/s")
-    print(f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
-          f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)")
+    print(
+        f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
+        f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)"
+    )
+
+
+def _spread(values: list[float], digits: int) -> str:
+    """median (min–max)"""
+    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
 
 
 if __name__ == "__main__":
