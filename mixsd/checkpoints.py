@@ -3,7 +3,8 @@
 OUT/train_config.json     the run: resolved config, versions, data counts, the shard runs it read
 OUT/metrics.jsonl         one line per step
 OUT/step-NNNNNN/          a checkpoint: a Hugging Face model directory (vLLM and transformers load it) plus
-    trainer_state.pt      what resuming needs (optimizer, scheduler, RNG, data position)
+    trainer_state.pt      what resuming needs (optimizer, scheduler, RNG, data position); only in the last
+                          `--keep_state_last` checkpoints when that is set (an optimizer state is 2× the weights)
     checkpoint.json       the config and versions that wrote this checkpoint, and its step
 A checkpoint directory only gets its final name once complete, so a listed one is whole.
 """
@@ -28,8 +29,15 @@ def step_of(directory: Path) -> int:
 
 
 def checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    return sorted(p for p in Path(out).glob("step-*") if (p / STATE_FILE).is_file())
+    """Complete checkpoints, oldest first (an older one may have had its resume state removed: see
+    `resumable`)."""
+    names = (CHECKPOINT_INFO_FILE, _OLD_CHECKPOINT_INFO_FILE)
+    return sorted(p for p in Path(out).glob("step-*") if any((p / n).is_file() for n in names))
+
+
+def resumable(out: str | Path) -> list[Path]:
+    """Complete checkpoints that still hold the state a run resumes from, oldest first."""
+    return [p for p in checkpoints(out) if (p / STATE_FILE).is_file()]
 
 
 def checkpoint_info(directory: Path) -> dict:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from generate.config import GenerateConfig
 from generate.runner import Generator
+from mixsd.checkpoints import checkpoints
 from mixsd.run_format import RunFormatError
 from tests import processes
 from train.config import TrainConfig
@@ -554,3 +555,21 @@ def test_unknown_or_missing_log_sinks_are_refused_and_wandb_logs_offline(
     assert calls[0][1]["config"]["log"] == "wandb"
     assert [(c[0], c[1]) for c in calls[1:3]] == [("log", 1), ("log", 2)] and "train/loss" in calls[1][2]
     assert calls[-1] == ("finish",)
+
+
+def test_older_checkpoints_can_drop_their_resume_state_and_still_count(tiny_model_dir, sft_run, tmp_path):
+    """`--keep_state_last N`: every checkpoint keeps its weights (evaluation reads them), only the last N keep
+    the optimizer state (2x the weights). A run killed before its last checkpoint resumes from the newest
+    state and ends where an uninterrupted run ends; with no state left it is refused, not restarted."""
+    settings = dict(max_steps=4, save_every=1, keep_last=10)
+    straight = train(config(tiny_model_dir, [sft_run], tmp_path / "a", **settings))
+    for name, keep in (("b", 2), ("c", 1)):
+        train(config(tiny_model_dir, [sft_run], tmp_path / name, keep_state_last=keep, **settings))
+        listed = checkpoints(tmp_path / name)
+        assert [c.name for c in listed] == [f"step-00000{i}" for i in (1, 2, 3, 4)]
+        assert [(c / "trainer_state.pt").is_file() for c in listed] == [False] * (4 - keep) + [True] * keep
+        shutil.rmtree(listed[-1])  # as if killed before the last checkpoint was written
+    resumed = train(config(tiny_model_dir, [sft_run], tmp_path / "b", keep_state_last=2, resume=True, **settings))
+    assert all(torch.equal(weights(straight)[k], v) for k, v in weights(resumed).items())
+    with pytest.raises(TrainingError, match="hold no resume state"):
+        train(config(tiny_model_dir, [sft_run], tmp_path / "c", keep_state_last=1, resume=True, **settings))

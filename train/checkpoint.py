@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from mixsd.atomic import atomic_dir
-from mixsd.checkpoints import CHECKPOINT_INFO_FILE, STATE_FILE, checkpoint_info, checkpoints, step_dir
+from mixsd.checkpoints import CHECKPOINT_INFO_FILE, STATE_FILE, checkpoint_info, checkpoints, resumable, step_dir
 from mixsd.versions import versions
 
 
@@ -26,8 +26,11 @@ def save(
     config: dict,
     keep_last: int,
     model_state: dict | None = None,
+    keep_state_last: int = 0,
 ) -> Path:
-    """`model_state`: the full weights when the module only holds shards (FSDP); None: the module's own."""
+    """`model_state`: the full weights when the module only holds shards (FSDP); None: the module's own.
+    The last `keep_last` checkpoints are kept; of those, only the last `keep_state_last` (0: all) keep the
+    resume state, the others their weights (what evaluation reads)."""
     final = step_dir(out, step)
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
@@ -47,6 +50,9 @@ def save(
         )
     for old in checkpoints(out)[:-keep_last]:
         shutil.rmtree(old)
+    if keep_state_last:
+        for old in resumable(out)[:-keep_state_last]:
+            (old / STATE_FILE).unlink()
     return final
 
 

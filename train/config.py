@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_last: int = 2
+    keep_state_last: int = 0  # > 0: only the last N checkpoints keep the resume state (optimizer: 2x the weights)
     resume: bool = False
     device: str = "auto"
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
@@ -58,7 +59,10 @@ class TrainConfig:
                 "--warmup_steps, --grad_clip and --weight_decay must be >= 0",
             ),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "--betas must be two values in [0, 1)"),
-            (self.keep_last >= 1 and self.save_every >= 0, "--keep_last must be >= 1 and --save_every >= 0"),
+            (
+                self.keep_last >= 1 and self.save_every >= 0 and self.keep_state_last >= 0,
+                "--keep_last must be >= 1, --save_every and --keep_state_last >= 0",
+            ),
             (
                 self.rollouts >= 1 and self.rollout_temperature > 0 and self.kl_top_k >= 0,
                 "--rollouts must be >= 1, --rollout_temperature > 0, --kl_top_k >= 0",

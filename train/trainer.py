@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -131,6 +131,7 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
                         to_dict(config),
                         config.keep_last,
                         model_state=model_state,
+                        keep_state_last=config.keep_state_last,
                     )
                 dist.barrier()
     finally:  # what was logged stays readable, also when a step fails
@@ -264,15 +265,23 @@ def _schedule(config: TrainConfig, total_steps: int):
     return factor
 
 
+# Settings that change what is printed, logged or kept, not the weights: a run may resume under other values.
+_NOT_RESULTS = ("resume", "progress", "log", "keep_last", "keep_state_last")
+# A setting added after a checkpoint was written is compared against its default.
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
 def _resume_point(out: Path, config: TrainConfig) -> Path | None:
-    existing = checkpoint.checkpoints(out)
+    existing = checkpoint.resumable(out)
     if not existing:
+        if checkpoint.checkpoints(out):
+            raise TrainingError(f"{out}: its checkpoints hold no resume state; choose another --out")
         return None
     if not config.resume:
         raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
     saved = checkpoint.saved_config(existing[-1])
     differs = sorted(
-        k for k, v in to_dict(config).items() if k not in ("resume", "progress", "log") and saved.get(k) != v
+        k for k, v in to_dict(config).items() if k not in _NOT_RESULTS and saved.get(k, _DEFAULTS.get(k)) != v
     )
     if differs:
         raise TrainingError(
