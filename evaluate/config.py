@@ -37,6 +37,7 @@ class EvalConfig:
     dtype: str = "auto"
     max_new_tokens: int = 48
     seed: int = 0  # probe construction
+    probes: bool = True  # false: the corpus splits alone (no capability probes, drift or Fisher)
     in_context_probes: int = 40
     arithmetic_probes: int = 45
     drift_tokens: int = 32  # length of the base model's continuation each drift prompt is compared on

@@ -111,9 +111,10 @@ class Evaluator:
         self.splits = corpus_splits(config.corpus, config.splits)
         self.knowledge_splits = [s for s in self.splits if s not in HELD_OUT_SPLITS]
         self.items = corpus_items(config.corpus, self.splits, config.split_limit)
-        self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
-        for name, source in parse_spec(config.benchmarks).items():
-            self.items += load_benchmark(name, source, config.benchmark_limit)
+        if config.probes:
+            self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
+            for name, source in parse_spec(config.benchmarks).items():
+                self.items += load_benchmark(name, source, config.benchmark_limit)
         self.tokenizer = load_tokenizer(config.base, "--base")
         self.max_model_len = config.max_model_len or model_context_length(config.base)
         self.dtype = resolve_dtype(config.dtype, declared_dtype(config.base))  # auto: float32 where bf16 is slow
@@ -125,13 +126,16 @@ class Evaluator:
         self.backend = make_backend(
             self.backend_name, config.base, stop_token_ids(self.tokenizer, config.base), self._backend_settings(models)
         )
-        self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
-        self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
         self.base_replies = self._replies("base model's answers")
         self.kept_general = {r.item.id for r in self.base_replies if r.item.task == "general_knowledge" and r.correct}
+        self.fisher = None
+        if not config.probes:  # the corpus splits alone: nothing below is needed
+            self.base_seconds = self.clock.take()
+            return
+        self.base_model = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32).eval()
+        self.base_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
         with self.clock.phase("drift reference", len(DRIFT_PROMPTS)):
             self.drift_reference = self._drift_reference()
-        self.fisher = None
         if config.fisher_examples:
             with self.clock.phase("Fisher diagonal", config.fisher_examples):
                 self.fisher = self._fisher()
@@ -214,15 +218,16 @@ class Evaluator:
         start = time.perf_counter()
         with self.clock.phase("load weights", 1):
             self.backend.load(model)
-            tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
         replies = self._replies("answers")
-        with self.clock.phase("drift", len(DRIFT_PROMPTS)):
-            drift_metrics = drift.measure(tuned, self.drift_reference)
-        movement = None
-        if self.fisher:
-            with self.clock.phase("Fisher movement", 1):
-                movement = fisher.movement(self.fisher, self.base_state, tuned.state_dict())
-        del tuned
+        drift_metrics, movement = None, None
+        if self.config.probes:
+            tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+            with self.clock.phase("drift", len(DRIFT_PROMPTS)):
+                drift_metrics = drift.measure(tuned, self.drift_reference)
+            if self.fisher:
+                with self.clock.phase("Fisher movement", 1):
+                    movement = fisher.movement(self.fisher, self.base_state, tuned.state_dict())
+            del tuned
         with self.clock.phase("scoring and intervals", len(replies)):
             records = [self._record(r) for r in replies]
             metrics = self._metrics(replies, drift_metrics, movement) | {"error_modes": _error_modes(records)}
@@ -231,7 +236,8 @@ class Evaluator:
         metrics["timing"] = {"model": self.clock.take(), "base_once": self.base_seconds}
         return metrics, records
 
-    def _metrics(self, replies: list[Reply], drift_metrics: dict, movement: dict | None) -> dict:
+    def _metrics(self, replies: list[Reply], drift_metrics: dict | None, movement: dict | None) -> dict:
+        """Accuracy per corpus split; with probes, retention per probe, drift and their average."""
         by_task = _group(replies, self.kept_general)
         base_by_task = _group(self.base_replies, self.kept_general)
         accuracy = {t: _mean(by_task[t]) for t in self.knowledge_splits if t in by_task}
@@ -243,6 +249,21 @@ class Evaluator:
             }
             for t in accuracy
         }
+        knowledge = {
+            "accuracy": accuracy,
+            "accuracy_detail": accuracy_detail,
+            "skipped_too_long": self.too_long,
+            "backend": self.backend_name,
+            "dtype": self.dtype,
+        }
+        if drift_metrics is None:
+            return knowledge | {
+                "held_out": {},
+                "drift": None,
+                "retention": {"average": None},
+                "retention_average": None,
+                "fisher_movement": None,
+            }
         probes = {t: (by_task[t], base_by_task[t]) for t in by_task if t not in self.knowledge_splits}
         # The headline average: held-out capability only. An in-distribution probe (the training question
         # format) says how the taught format generalizes, not what was kept, so it is reported on its own.
@@ -264,17 +285,12 @@ class Evaluator:
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
         counted = [t for t in averaged if t in retention]  # a probe the base model scored 0 on has no ratio
-        return {
-            "accuracy": accuracy,
-            "accuracy_detail": accuracy_detail,
+        return knowledge | {
             "held_out": held_out,
             "drift": drift_metrics,
-            "skipped_too_long": self.too_long,
             "retention": retention | {"average": sum(retention[t] for t in counted) / len(counted)},
             "retention_average": {"probes": counted, "interval": spread["average"], "drift_interval": spread["drift"]},
             "fisher_movement": movement,
-            "backend": self.backend_name,
-            "dtype": self.dtype,
         }
 
     def _record(self, r: Reply) -> dict:

@@ -89,3 +89,27 @@ def error_modes(counts: dict[str, dict[str, dict[str, int]]], path: Path) -> Pat
     axes.set(ylabel="wrong answers", title="Error modes of wrong held-out answers (final checkpoints)")
     axes.legend()
     return _save(figure, path)
+
+
+def tradeoff_bands(curves: dict[str, list[dict]], path: Path) -> Path:
+    """Mean train accuracy (x) against mean held-out retention (y) over checkpoints, one curve per method, the
+    band spanning the seeds' lowest and highest retention at each checkpoint; the base model's retention is 1."""
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for label, points in curves.items():
+        x = [p["train accuracy"] for p in points]
+        (line,) = axes.plot(x, [p["retention"] for p in points], marker="o", label=label)
+        axes.fill_between(
+            x,
+            [p["retention range"][0] for p in points],
+            [p["retention range"][1] for p in points],
+            color=line.get_color(),
+            alpha=0.2,
+        )
+    axes.axhline(1.0, linestyle="--", color="grey", label="base model")
+    axes.set(
+        xlabel="train accuracy (memorization), mean over seeds",
+        ylabel="held-out retention (tuned / base)",
+        title="Accuracy–retention trade-off over checkpoints",
+    )
+    axes.legend(fontsize=8)
+    return _save(figure, path)

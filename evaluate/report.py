@@ -86,13 +86,14 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
     from transformers import AutoModelForCausalLM
 
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    model, found = None, {}
+    model, found, changed = None, {}, False
     for run in runs:
         if run.method == "opsd":
             continue
         manifests = [RunManifest.load(d) for d in expand_run_dirs(run.shards)]
         key = json.dumps([model_fingerprint(base)] + sorted(s.sha256 for m in manifests for s in m.shards))
         if cache.get(run.label, {}).get("key") != key or "rows" not in cache[run.label]:
+            changed = True
             model = model or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
             tables = [t for m in manifests for t in m.tables(["prompt_ids", "target_ids", "correct"])]
             pairs = [
@@ -110,7 +111,8 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
             verified=[v for row, ok in zip(entry["rows"], entry["correct"]) if ok for v in row],
             all=[v for row in entry["rows"] for v in row],
         )
-    write_json(cache_path, cache)
+    if changed:  # a cache that is already current is left as it is
+        write_json(cache_path, cache)
     return found
 
 

@@ -55,6 +55,8 @@ def summary_line(model: str, metrics: dict) -> str:
     accuracy = " ".join(f"{k} {v:.3f}" for k, v in metrics["accuracy"].items())
     movement = metrics.get("fisher_movement")
     fisher = f"; Fisher movement {movement['total']:.3g}" if movement else ""
+    if metrics["drift"] is None:  # corpus splits only (--probes false)
+        return f"{model}: accuracy {accuracy}"
     return (
         f"{model}: accuracy {accuracy}; retention average {metrics['retention']['average']:.3f} "
         f"(KL {metrics['drift']['kl_base_tuned']:.4f}){fisher}"

@@ -1,0 +1,231 @@
+"""`python -m evaluate.reproduce --config configs/reproduce.yaml`: the paper's comparison, measured.
+
+For each corpus (KGFact, KGFunc) × method (SFT, OPSD, MixSD at each λ) × seed, every stage through the
+project's own commands, each reusing what a previous run finished (so the whole can run in parts):
+1. the corpus, built where missing;
+2. the targets: SFT's once per corpus (ground truth: the seed changes nothing), MixSD's per λ and seed (the
+   coins that pick expert or naive tokens derive from the seed); OPSD trains on the SFT rows' prompts;
+3. the learning rate per corpus and method, from `lr_grid` on seed 0: each candidate's checkpoints scored on
+   the train split alone (`--probes false`), and the rule: the lowest rate whose best train accuracy over
+   checkpoints is within `lr_tolerance` of the best any rate reached. It never reads a retention probe;
+4. training every seed at that rate, and evaluating every checkpoint with every probe;
+5. the summary (`summary.py`): mean and 95% interval over seeds per method, and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mixsd import config as cfg
+from mixsd.atomic import write_json
+from mixsd.checkpoints import checkpoints
+from mixsd.cli import join_list_flags, run_cli
+from mixsd.config import ConfigError
+
+CORPUS_KINDS = ("kgfact", "kgfunc")
+
+
+@dataclass
+class ReproduceConfig:
+    model: str = "models/smollm2-135m-instruct"
+    out: str = "runs/reproduce"
+    report: str = "docs/reproduce"
+    corpora: list[str] = field(default_factory=lambda: list(CORPUS_KINDS))
+    methods: list[str] = field(default_factory=lambda: ["sft", "opsd", "mixsd-0.3", "mixsd-0.5"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
+    lr_tolerance: float = 0.02  # train accuracy within this of the best rate's counts as reaching it
+
+    def __post_init__(self):
+        unknown = sorted(set(self.corpora) - set(CORPUS_KINDS))
+        if unknown:
+            raise ConfigError(f"--corpora: unknown {unknown}; known: {list(CORPUS_KINDS)}")
+        for method in self.methods:
+            parse_method(method)
+        if not self.seeds or not self.lr_grid:
+            raise ConfigError("--seeds and --lr_grid need at least one value each")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One corpus and method: where its runs go and how its stages are configured."""
+
+    corpus: str  # kgfact or kgfunc
+    method: str  # sft, opsd or mixsd-λ
+    root: Path  # OUT/<corpus>
+
+    def train_dir(self, lr: float, seed: int) -> Path:
+        return self.root / "train" / f"{self.method}-lr{lr:g}-seed{seed}"
+
+
+def parse_method(method: str) -> tuple[str, float | None]:
+    """ "sft", "opsd" or "mixsd-0.3" → (training method, λ)."""
+    if method in ("sft", "opsd"):
+        return method, None
+    kind, _, lam = method.partition("-")
+    try:
+        if kind == "mixsd" and 0.0 <= float(lam) <= 1.0:
+            return "mixsd", float(lam)
+    except ValueError:
+        pass
+    raise ConfigError(f"--methods: {method!r} is not sft, opsd or mixsd-λ (λ in [0, 1], e.g. mixsd-0.3)")
+
+
+class Reproduction:
+    def __init__(self, settings: ReproduceConfig, config_path: str | None):
+        self.settings, self.config_path = settings, config_path
+        data = yaml.safe_load(Path(config_path).read_text()) if config_path else {}
+        # Per-corpus settings on top of the shared sections, e.g. `kgfunc_overrides: {generate: {…}}`.
+        self.overrides = {kind: (data or {}).get(f"{kind}_overrides", {}) or {} for kind in CORPUS_KINDS}
+
+    def stage(self, cls, section: str, kind: str, **values):
+        """A stage's settings: the YAML's shared keys and section < the overrides of corpus `kind` < `values`."""
+        values = {"model": self.settings.model} | self.overrides[kind].get(section, {}) | values
+        fields = cls.__dataclass_fields__
+        return cfg.load(cls, self.config_path, section, **{k: v for k, v in values.items() if k in fields})
+
+    def run(self) -> list[Path]:
+        """Every corpus's runs, trained and evaluated; one evaluator per corpus and kind of sweep, so the base
+        model's side (its answers, drift reference, Fisher diagonal) is computed once per corpus."""
+        trained = []
+        for corpus in self.settings.corpora:
+            corpus_dir = self.corpus(corpus)
+            cells = [Cell(corpus, method, Path(self.settings.out) / corpus) for method in self.settings.methods]
+            rates = self.learning_rates(cells, corpus_dir)
+            runs = [self.train(c, corpus_dir, rates[c.method], seed) for c in cells for seed in self.settings.seeds]
+            self.evaluate(corpus, corpus_dir, runs, probes=True)
+            trained += runs
+        return trained
+
+    # --- stages ---------------------------------------------------------------------------------------
+    def corpus(self, kind: str) -> Path:
+        from corpora import kgfact, kgfunc
+
+        module, cls = (kgfact, kgfact.KGFactConfig) if kind == "kgfact" else (kgfunc, kgfunc.KGFuncConfig)
+        settings = self.stage(cls, kind, kind, out=str(Path(self.settings.out) / kind / "corpus"))
+        if not (Path(settings.out) / "stats.json").is_file():
+            print(f"reproduce: building the {kind} corpus in {settings.out}", flush=True)
+            module.write(settings)
+        return Path(settings.out)
+
+    def targets(self, cell: Cell, corpus_dir: Path, seed: int) -> Path:
+        from generate.config import GenerateConfig
+        from generate.runner import Generator
+
+        method, lam = parse_method(cell.method)
+        method = "sft" if method == "opsd" else method  # OPSD reads only the prompts of the rows
+        extra = {"lam": [lam]} if lam is not None else {"seed": 0}  # SFT rows: the seed changes nothing
+        settings = self.stage(
+            GenerateConfig,
+            "generate",
+            cell.corpus,
+            corpus=str(corpus_dir / "train.jsonl"),
+            out=str(cell.root / "generate"),
+            method=method,
+            **({"seed": seed} | extra),
+        )
+        (run,) = Generator(settings).run_all()
+        return run
+
+    def train(self, cell: Cell, corpus_dir: Path, lr: float, seed: int) -> Path:
+        from train.config import TrainConfig
+        from train.trainer import train
+
+        out = cell.train_dir(lr, seed)
+        settings = self.stage(
+            TrainConfig,
+            "train",
+            cell.corpus,
+            shards=[str(self.targets(cell, corpus_dir, seed))],
+            out=str(out),
+            method=parse_method(cell.method)[0],
+            lr=lr,
+            seed=seed,
+            resume=True,
+        )
+        if checkpoints(out) and _finished(out):
+            print(f"reproduce: {out} is trained, nothing to do", flush=True)
+        else:
+            train(settings)
+        return out
+
+    def evaluate(self, corpus: str, corpus_dir: Path, runs: list[Path], probes: bool) -> Path:
+        from evaluate.config import EvalConfig
+        from evaluate.sweep import sweep
+
+        out = Path(self.settings.out) / corpus / ("eval" if probes else "eval-train-split")
+        splits = {} if probes else {"splits": ["train"]}
+        settings = self.stage(
+            EvalConfig,
+            "evaluate",
+            corpus,
+            base=self.settings.model,
+            corpus=str(corpus_dir),
+            out=str(out),
+            probes=probes,
+            **splits,
+        )
+        sweep([str(r) for r in runs], settings)
+        return out
+
+    def learning_rates(self, cells: list[Cell], corpus_dir: Path) -> dict[str, float]:
+        """The rule in the module docstring, per method; the choices and every candidate's score go to
+        OUT/<corpus>/lr.json."""
+        grid = sorted(self.settings.lr_grid)
+        if len(grid) == 1:
+            return {c.method: grid[0] for c in cells}
+        seed = self.settings.seeds[0]
+        candidates = {(c.method, lr): self.train(c, corpus_dir, lr, seed) for c in cells for lr in grid}
+        eval_dir = self.evaluate(cells[0].corpus, corpus_dir, list(candidates.values()), probes=False)
+        choices = {}
+        for cell in cells:
+            best = {lr: max(_train_accuracies(eval_dir, candidates[cell.method, lr])) for lr in grid}
+            top = max(best.values())
+            choices[cell.method] = {
+                "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),
+                "best_train_accuracy": {f"{lr:g}": best[lr] for lr in grid},
+                "rule": f"lowest lr within {self.settings.lr_tolerance} of the best train accuracy (seed {seed})",
+            }
+            print(f"reproduce: {cell.corpus} {cell.method}: {json.dumps(choices[cell.method])}", flush=True)
+        record = Path(self.settings.out) / cells[0].corpus / "lr.json"
+        if not record.is_file() or json.loads(record.read_text()) != choices:
+            write_json(record, choices)
+        return {method: choice["chosen"] for method, choice in choices.items()}
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run reached its last step (its run info says how many; the last checkpoint is that)."""
+    info = json.loads((out / "train_config.json").read_text()) if (out / "train_config.json").is_file() else {}
+    return bool(info) and checkpoints(out)[-1].name == f"step-{info.get('total_steps', -1):06d}"
+
+
+def _train_accuracies(eval_dir: Path, run: Path) -> list[float]:
+    from evaluate.results import read_result
+
+    scores = []
+    for step in checkpoints(run):
+        document = read_result(eval_dir / run.name / step.name)
+        scores.append(document["metrics"]["accuracy"]["train"])
+    return scores
+
+
+def main_command(config: str | None = None, **flags) -> None:
+    settings = cfg.load(ReproduceConfig, config, "reproduce", **flags)
+    print(cfg.describe(settings))
+    from evaluate.summary import summarize
+
+    Reproduction(settings, config).run()
+    print(summarize(settings))
+
+
+def main() -> None:
+    run_cli(main_command, join_list_flags(sys.argv[1:], names=("--corpora", "--methods", "--seeds", "--lr_grid")))
+
+
+if __name__ == "__main__":
+    main()

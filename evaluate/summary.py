@@ -1,0 +1,151 @@
+"""The reproduction's summary (`python -m evaluate.reproduce` ends with it): per corpus, each method's final
+checkpoints over seeds as mean ± the half-width of a 95% t-interval, the accuracy–retention trade-off over
+checkpoints with a band over seeds, and the target-NLL and Fisher figures. Written to REPORT/results.md and
+REPORT/results.json (with the resolved settings and versions) and REPORT/<corpus>-*.png."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from evaluate import plots
+from evaluate.report import load_run, nll_per_run
+from evaluate.reproduce import Cell, ReproduceConfig
+from mixsd.atomic import write_json, write_text
+from mixsd.config import to_dict
+from mixsd.versions import versions
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
+
+
+def mean_interval(values: list[float]) -> dict | None:
+    """Mean and 95% t-interval over seeds (no interval from one seed); None without values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "n": 1, "interval": None}
+    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+    return {"mean": mean, "n": len(values), "interval": [mean - half, mean + half]}
+
+
+def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float | None]:
+    """The numbers of one final checkpoint that the table averages over seeds."""
+    retention = metrics["retention"]
+    row = {f"acc {split}": value for split, value in metrics["accuracy"].items()}
+    row |= {f"ret {probe}": value for probe, value in retention.items() if probe != "average"}
+    movement = metrics.get("fisher_movement") or {}
+    return row | {
+        "avg retention (held-out)": retention["average"],
+        "KL(base‖tuned)": (metrics.get("drift") or {}).get("kl_base_tuned"),
+        "target NLL (verified)": nll_verified,
+        "Fisher movement": movement.get("total"),
+    }
+
+
+def summarize(settings: ReproduceConfig) -> str:
+    report_dir = Path(settings.report)
+    document = {"settings": to_dict(settings), "versions": versions(), "corpora": {}}
+    sections = ["# The paper's comparison on the embedded default model", _method_note(settings)]
+    for corpus in settings.corpora:
+        root = Path(settings.out) / corpus
+        rates = json.loads((root / "lr.json").read_text()) if (root / "lr.json").is_file() else {}
+        methods = {}
+        for method in settings.methods:
+            lr = rates.get(method, {}).get("chosen", sorted(settings.lr_grid)[0])
+            cell = Cell(corpus, method, root)
+            runs = [load_run(cell.train_dir(lr, seed), root / "eval") for seed in settings.seeds]
+            methods[method] = {"lr": lr, "runs": runs, "lr_choice": rates.get(method)}
+        document["corpora"][corpus], text = _corpus_section(corpus, methods, settings, root, report_dir)
+        sections.append(text)
+    write_json(report_dir / "results.json", document)
+    write_text(report_dir / "results.md", "\n\n".join(sections) + "\n")
+    return f"summary: {report_dir / 'results.md'}"
+
+
+def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir: Path) -> tuple[dict, str]:
+    rows, pooled_nll, fisher_groups, curves = {}, {}, {}, {}
+    for method, entry in methods.items():
+        finals = []
+        for run in entry["runs"]:
+            nll = nll_per_run([run], settings.model, root / "target-nll" / f"{run.directory.name}.json")
+            verified = nll[run.label].verified if run.label in nll else []
+            pooled_nll.setdefault(method, []).extend(verified)
+            final = run.results[-1][1]["metrics"]
+            finals.append(final_metrics(final, statistics.fmean(verified) if verified else None))
+            for group, value in ((final.get("fisher_movement") or {}).get("per_group") or {}).items():
+                fisher_groups.setdefault(method, {}).setdefault(group, []).append(value)
+        keys = list(dict.fromkeys(k for f in finals for k in f))
+        rows[method] = {"lr": entry["lr"], "lr_choice": entry["lr_choice"], "seeds": len(finals)} | {
+            key: mean_interval([f.get(key) for f in finals]) for key in keys
+        }
+        curves[method] = _curve(entry["runs"])
+    figures = {
+        "trade-off": plots.tradeoff_bands(curves, report_dir / f"{corpus}-tradeoff.png"),
+        "Fisher movement": plots.fisher_bars(
+            {m: {g: statistics.fmean(v) for g, v in groups.items()} for m, groups in fisher_groups.items()},
+            report_dir / f"{corpus}-fisher.png",
+        ),
+    }
+    if any(pooled_nll.values()):
+        figures["target NLL"] = plots.nll_cdf(
+            {m: v for m, v in pooled_nll.items() if v}, report_dir / f"{corpus}-target-nll.png"
+        )
+    text = "\n\n".join(
+        [
+            f"## {TITLES[corpus]}",
+            _table(rows),
+            "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
+        ]
+    )
+    return {"methods": rows, "curves": curves}, text
+
+
+def _curve(runs) -> list[dict]:
+    """Per checkpoint (the same steps in every seed): mean train accuracy and held-out retention, with the
+    lowest and highest retention over seeds."""
+    points = []
+    for index in range(min(len(r.results) for r in runs)):
+        metrics = [r.results[index][1]["metrics"] for r in runs]
+        retention = [m["retention"]["average"] for m in metrics]
+        points.append(
+            {
+                "step": runs[0].results[index][0],
+                "train accuracy": statistics.fmean(m["accuracy"]["train"] for m in metrics),
+                "retention": statistics.fmean(retention),
+                "retention range": [min(retention), max(retention)],
+            }
+        )
+    return points
+
+
+def _table(rows: dict[str, dict]) -> str:
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row if k not in ("lr", "lr_choice", "seeds")))
+    lines = ["| method | lr | seeds | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for method, row in rows.items():
+        cells = [_cell(row.get(key)) for key in keys]
+        lines.append(f"| {method} | {row['lr']:g} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: dict | None) -> str:
+    if value is None:
+        return "–"
+    if value["interval"] is None:
+        return f"{value['mean']:.3f}"
+    return f"{value['mean']:.3f} ± {(value['interval'][1] - value['interval'][0]) / 2:.3f}"
+
+
+def _method_note(settings: ReproduceConfig) -> str:
+    return (
+        f"Methods {', '.join(settings.methods)}; seeds {settings.seeds}; every number of a final checkpoint is the "
+        "mean over seeds ± the half-width of a 95% t-interval. The learning rate of each method was chosen from "
+        f"{settings.lr_grid} on seed {settings.seeds[0]} by the train accuracy alone (`lr.json` under each corpus's "
+        "run directory: the lowest rate within "
+        f"{settings.lr_tolerance} of the best rate's best train accuracy); no retention probe was read for it. "
+        "`acc` columns are accuracies on the corpus's splits; `ret` columns are retention ratios (tuned / base) "
+        "of capability probes, `ret in_context` being in-distribution and not in the average."
+    )

@@ -1,0 +1,78 @@
+"""`python -m evaluate.reproduce` end to end on the tiny model: corpus, targets per seed, the learning-rate
+rule on the train split alone, every seed trained and every checkpoint evaluated, the summary over seeds;
+and a second run that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluate.reproduce import ReproduceConfig, main_command, parse_method
+from mixsd.checkpoints import checkpoints
+from mixsd.config import ConfigError
+
+CONFIG = """
+model: {model}
+reproduce:
+  out: {out}/runs
+  report: {out}/report
+  corpora: [kgfact]
+  methods: [sft, opsd, mixsd-0.5]
+  seeds: [0, 1]
+  lr_grid: [1.0e-3, 3.0e-3]
+kgfact: {{size: small, distractors: 3}}
+generate: {{backend: hf, dtype: float32, max_new_tokens: 6, temperature: 1.0, progress: false}}
+train:
+  {{max_steps: 2, save_every: 1, keep_last: 10, batch_size: 8, micro_batch_size: 8, dtype: float32,
+   include_unverified: true, rollouts: 2, rollout_max_new_tokens: 4, progress: false, warmup_steps: 0}}
+evaluate:
+  {{backend: hf, dtype: float32, max_new_tokens: 4, split_limit: 4, in_context_probes: 4, arithmetic_probes: 4,
+   fisher_examples: 4, drift_tokens: 4, progress: false}}
+"""
+
+
+def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds(tiny_model_dir, tmp_path):
+    config = tmp_path / "reproduce.yaml"
+    config.write_text(CONFIG.format(model=tiny_model_dir, out=tmp_path))
+    main_command(config=str(config))
+    root = tmp_path / "runs" / "kgfact"
+    choices = json.loads((root / "lr.json").read_text())
+    assert set(choices) == {"sft", "opsd", "mixsd-0.5"}
+    for method, choice in choices.items():
+        best = {float(lr): score for lr, score in choice["best_train_accuracy"].items()}
+        top = max(best.values())
+        assert choice["chosen"] == min(lr for lr, score in best.items() if score >= top - 0.02)
+        for seed in (0, 1):
+            run = root / "train" / f"{method}-lr{choice['chosen']:g}-seed{seed}"
+            assert [c.name for c in checkpoints(run)] == ["step-000001", "step-000002"]
+            for step in checkpoints(run):  # every checkpoint, every probe
+                metrics = json.loads((root / "eval" / run.name / step.name / "metrics.json").read_text())["metrics"]
+                assert metrics["retention"]["average"] is not None and "arithmetic" in metrics["held_out"]
+    # The rate was chosen on the train split alone: that sweep scored no probe.
+    train_split = json.loads(next((root / "eval-train-split").glob("*/step-*/metrics.json")).read_text())["metrics"]
+    assert set(train_split["accuracy"]) == {"train"} and train_split["held_out"] == {}
+    # MixSD's targets were generated per seed (its coins derive from it); SFT's once.
+    assert (
+        len(list((root / "generate").glob("mixsd-lam0.5-*"))) == 2 and len(list((root / "generate").glob("sft-*"))) == 1
+    )
+    summary = json.loads((tmp_path / "report" / "results.json").read_text())
+    sft = summary["corpora"]["kgfact"]["methods"]["sft"]
+    assert sft["seeds"] == 2 and sft["acc train"]["n"] == 2 and len(sft["acc train"]["interval"]) == 2
+    assert summary["settings"]["seeds"] == [0, 1] and "packages" in summary["versions"]
+    text = (tmp_path / "report" / "results.md").read_text()
+    assert "## KGFact" in text and "| mixsd-0.5 |" in text and " ± " in text
+    assert all((tmp_path / "report" / f"kgfact-{name}.png").stat().st_size > 0 for name in ("tradeoff", "fisher"))
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
+    main_command(config=str(config))  # everything is reused: no target, checkpoint or result is rewritten
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_reproduce_settings_are_checked():
+    assert parse_method("mixsd-0.3") == ("mixsd", 0.3) and parse_method("opsd") == ("opsd", None)
+    with pytest.raises(ConfigError, match="is not sft, opsd or mixsd-λ"):
+        ReproduceConfig(methods=["mixsd-1.5"])
+    with pytest.raises(ConfigError, match="unknown"):
+        ReproduceConfig(corpora=["squad"])
+    assert Path("configs/reproduce.yaml").is_file()
