@@ -73,7 +73,7 @@ demo: install base corpus
 # The paper's comparison: KGFact and KGFunc × SFT, OPSD, MixSD λ 0.3/0.5 × 3 seeds, every checkpoint evaluated,
 # summarized into docs/reproduce/. Every stage reuses finished work: interrupt and rerun at will.
 reproduce: install base
-	$(PY) -m evaluate.reproduce --config configs/reproduce.yaml
+	$(PY) -m reproduce --config configs/reproduce.yaml
 
 # Lint and format check first (seconds), then the tests.
 test: install

@@ -1,4 +1,4 @@
-"""`python -m evaluate.reproduce` end to end on the tiny model: corpus, targets per seed, the learning-rate
+"""`python -m reproduce` end to end on the tiny model: corpus, targets per seed, the learning-rate
 rule on the train split alone, every seed trained and every checkpoint evaluated, the summary over seeds;
 and a second run that redoes nothing."""
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.reproduce import ReproduceConfig, main_command, parse_method
 from mixsd.checkpoints import checkpoints
 from mixsd.config import ConfigError
+from reproduce.pipeline import ReproduceConfig, main_command, parse_method
 
 CONFIG = """
 model: {model}

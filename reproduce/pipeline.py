@@ -1,4 +1,4 @@
-"""`python -m evaluate.reproduce --config configs/reproduce.yaml`: the paper's comparison, measured.
+"""`python -m reproduce --config configs/reproduce.yaml`: the paper's comparison, measured.
 
 For each corpus (KGFact, KGFunc) × method (SFT, OPSD, MixSD at each λ) × seed, every stage through the
 project's own commands, each reusing what a previous run finished (so the whole can run in parts):
@@ -217,7 +217,7 @@ def _train_accuracies(eval_dir: Path, run: Path) -> list[float]:
 def main_command(config: str | None = None, **flags) -> None:
     settings = cfg.load(ReproduceConfig, config, "reproduce", **flags)
     print(cfg.describe(settings))
-    from evaluate.summary import summarize
+    from reproduce.summary import summarize
 
     Reproduction(settings, config).run()
     print(summarize(settings))

@@ -1,4 +1,4 @@
-"""The reproduction's summary (`python -m evaluate.reproduce` ends with it): per corpus, each method's final
+"""The reproduction's summary (`python -m reproduce` ends with it): per corpus, each method's final
 checkpoints over seeds as mean ± the half-width of a 95% t-interval, the accuracy–retention trade-off over
 checkpoints with a band over seeds, and the target-NLL and Fisher figures. Written to REPORT/results.md and
 REPORT/results.json (with the resolved settings and versions) and REPORT/<corpus>-*.png."""
@@ -11,10 +11,10 @@ from pathlib import Path
 
 from evaluate import plots
 from evaluate.report import load_run, nll_per_run
-from evaluate.reproduce import Cell, ReproduceConfig
 from mixsd.atomic import write_json, write_text
 from mixsd.config import to_dict
 from mixsd.versions import versions
+from reproduce.pipeline import Cell, ReproduceConfig
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
