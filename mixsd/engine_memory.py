@@ -85,7 +85,9 @@ def plan_kv_cache(
     if kv_cache_gib is None and on_gpu:
         return KVCachePlan(None, max_seqs, max_len, "KV cache sized by vLLM from --gpu_memory_utilization (GPU)")
     per_token = bytes_per_token(model, dtype)
-    whole_job = job_tokens(sequence_tokens, max_seqs) * per_token
+    # vLLM keeps one block of the cache for itself (the null block): without it here, the last of the job's
+    # sequences would not fit and one would be preempted (a pair split and re-prefilled) when all are in flight.
+    whole_job = (job_tokens(sequence_tokens, max_seqs) + BLOCK_TOKENS) * per_token
     if kv_cache_gib is not None:
         size, how = int(kv_cache_gib * GIB), "set by --kv_cache_gib"
     else:

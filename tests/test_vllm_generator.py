@@ -397,3 +397,33 @@ def test_untested_vllm_releases_are_refused_unless_allowed(capsys):
         check_vllm_version("0.33.1", allow_untested=False)
     check_vllm_version("0.33.1", allow_untested=True)
     assert "warning: vLLM 0.33.1 is untested" in capsys.readouterr().out
+
+
+@pytest.mark.vllm
+def test_a_cache_planned_for_the_job_holds_every_pair_without_a_split(tiny_model_dir, tokenizer):
+    """`plan_kv_cache` sizes the cache for every sequence of the job in flight at once, counting the block
+    vLLM keeps for itself: 80 pairs (160 sequences, above the 32 MiB floor) then decode without a single
+    preemption. (Without that block the last sequence did not fit: a pair was preempted, split and
+    re-prefilled, 648 times over a benchmark run.)"""
+    from generate.vllm_engine import EngineSettings, VLLMPairedEngine
+    from mixsd.engine_memory import FLOOR_BYTES, plan_kv_cache
+    from tests.generate_helpers import simple_jobs
+
+    jobs = simple_jobs(tokenizer, 80, lam=0.5, temperature=1.0, max_tokens=96)
+    lengths = [len(j.naive_ids) + 96 for j in jobs] + [len(j.expert_ids) + 96 for j in jobs]
+    plan = plan_kv_cache(str(tiny_model_dir), "float32", lengths, 160, None, on_gpu=False)
+    assert plan.bytes > FLOOR_BYTES and plan.max_seqs == 160
+    engine = VLLMPairedEngine(
+        EngineSettings(
+            model=str(tiny_model_dir),
+            dtype="float32",
+            max_model_len=plan.max_len,
+            max_num_seqs=plan.max_seqs,
+            kv_cache_bytes=plan.bytes,
+            enforce_eager=True,
+            ignore_eos=True,
+        ),
+        [],
+    )
+    results = engine.decode(jobs)
+    assert engine.stats.splits == 0 and all(len(r.tokens) == 96 for r in results)
