@@ -24,6 +24,21 @@ def small_corpus(kgfact_small, tmp_path, count=40) -> Path:
     return path
 
 
+def short_config(model, corpus: Path, tmp_path, shard_size: int) -> GenerateConfig:
+    """MixSD λ 0.5 with 8 new tokens on the transformers backend: a run directory in a second."""
+    return GenerateConfig(
+        model=str(model),
+        corpus=str(corpus),
+        out=str(tmp_path / "out"),
+        backend="hf",
+        dtype="float32",
+        lam=[0.5],
+        max_new_tokens=8,
+        shard_size=shard_size,
+        progress=False,
+    )
+
+
 def cli(*args):
     return processes.start("generate", list(args))
 
@@ -249,18 +264,7 @@ def test_a_finished_run_carries_a_dataset_card_and_loads_with_datasets(
 ):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    corpus = small_corpus(kgfact_small, tmp_path, count=12)
-    config = GenerateConfig(
-        model=str(tiny_model_dir),
-        corpus=str(corpus),
-        out=str(tmp_path / "out"),
-        backend="hf",
-        dtype="float32",
-        lam=[0.5],
-        max_new_tokens=8,
-        shard_size=5,
-        progress=False,
-    )
+    config = short_config(tiny_model_dir, small_corpus(kgfact_small, tmp_path, count=12), tmp_path, shard_size=5)
     (run_dir,) = Generator(config).run_all()
     card = (run_dir / "README.md").read_text()
     assert card.startswith('---\nconfigs:\n- config_name: default\n  data_files: "train-*.parquet"')
@@ -297,18 +301,7 @@ def test_runs_of_the_first_format_are_read_and_resumed_and_unknown_formats_refus
     from mixsd.run_format import RunFormatError, RunManifest
     from train.data import load_examples
 
-    corpus = small_corpus(kgfact_small, tmp_path, count=10)
-    config = GenerateConfig(
-        model=str(tiny_model_dir),
-        corpus=str(corpus),
-        out=str(tmp_path / "out"),
-        backend="hf",
-        dtype="float32",
-        lam=[0.5],
-        max_new_tokens=8,
-        shard_size=4,
-        progress=False,
-    )
+    config = short_config(tiny_model_dir, small_corpus(kgfact_small, tmp_path, count=10), tmp_path, shard_size=4)
     (run_dir,) = Generator(config).run_all()
     rows = read_rows(run_dir)
     assert sorted(p.name for p in run_dir.glob("*.parquet")) == [f"train-0000{i}.parquet" for i in range(3)]
