@@ -117,5 +117,8 @@ class Distributed:
             torch_dist.barrier()
 
     def close(self) -> None:
+        """Every process reaches this point before any tears the group down (none exits while another still
+        talks to it)."""
         if self.world > 1 and torch_dist.is_initialized():
+            torch_dist.barrier()
             torch_dist.destroy_process_group()

@@ -137,6 +137,9 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     finally:  # what was logged stays readable, also when a step fails
         bar.close()
         log.close()
+    # DDP's reducer holds the process group: freed after `close`, when a faster process may already have
+    # exited, the group's destructor waited forever for it (seen once: a rank hung in ~ProcessGroupGloo).
+    del ctx, ddp_model
     dist.close()
     return checkpoint.step_dir(out, step)
 
