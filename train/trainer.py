@@ -74,18 +74,13 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     ddp_model = dist.wrap(model, fsdp=config.fsdp)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
-    step = 0
-    if resume_from is not None:
-        state = checkpoint.load_state(resume_from)
-        dist.load_optimizer(model, optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoint.restore_rng(state)
-        step = state["position"]["step"]
+    step = _restore(resume_from, model, optimizer, scheduler, dist) if resume_from is not None else 0
     if dist.is_main:
         _write_run_info(out, config, manifests, counts, total_steps, dist.world)
     log = StepLog(out, parse_sinks(config.log), keep_through=step, enabled=dist.is_main, run_config=to_dict(config))
     peak = peak_flops(device)  # MFU where the device's peak is known
-    flops_per_token = training_flops_per_token(model)
+    # Model FLOPs per token over the world's total peak (the logged tokens are the global batch's).
+    mfu_per_token_s = training_flops_per_token(model) / (peak * dist.world) if peak else None
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
     ctx = StepContext(ddp_model, teacher, tokenizer, optimizer, config, dist, device, autocast)
@@ -100,40 +95,12 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
             result = _train_step(ctx, batch[dist.rank :: dist.world], step)
             scheduler.step()
             step += 1
-            seconds = time.perf_counter() - start
-            record = {
-                "step": step,
-                "epoch": epoch,
-                "loss": result.loss,
-                "lr": lr,
-                "grad_norm": result.grad_norm,
-                "tokens": result.tokens,
-                "seconds": round(seconds, 4),
-                "tokens_per_s": result.tokens / seconds,
-                "padding_fraction": result.padding,
-            }
-            if peak:  # tokens are the global batch's: each of the world's devices did its share
-                record["mfu"] = flops_per_token * result.tokens / seconds / (peak * dist.world)
+            record = _step_record(step, epoch, lr, result, time.perf_counter() - start, mfu_per_token_s)
             log.write(record)
             bar.update(1)
             bar.set_postfix(progress_fields(record), refresh=False)
             if (config.save_every and step % config.save_every == 0) or step == total_steps:
-                model_state, optimizer_state = dist.gather_state(model, optimizer)  # every process, for FSDP
-                if dist.is_main:
-                    checkpoint.save(
-                        out,
-                        step,
-                        model,
-                        tokenizer,
-                        optimizer_state,
-                        scheduler,
-                        {"step": step},
-                        to_dict(config),
-                        config.keep_last,
-                        model_state=model_state,
-                        keep_state_last=config.keep_state_last,
-                    )
-                dist.barrier()
+                _save(ctx, model, scheduler, step)
     finally:  # what was logged stays readable, also when a step fails
         bar.close()
         log.close()
@@ -173,6 +140,54 @@ def opsd_step_loss(ctx: StepContext, group: list[data.TrainExample], step: int) 
 
 
 LOSSES = {"sft": nll_loss, "mixsd": nll_loss, "opsd": opsd_step_loss}
+
+
+def _restore(directory: Path, model, optimizer, scheduler, dist: Distributed) -> int:
+    """Optimizer, scheduler and RNG as the checkpoint left them; the step it was written at."""
+    state = checkpoint.load_state(directory)
+    dist.load_optimizer(model, optimizer, state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    checkpoint.restore_rng(state)
+    return state["position"]["step"]
+
+
+def _step_record(step: int, epoch: int, lr: float, result: StepResult, seconds: float, mfu_per_token_s) -> dict:
+    """One line of metrics.jsonl (and of every other sink)."""
+    record = {
+        "step": step,
+        "epoch": epoch,
+        "loss": result.loss,
+        "lr": lr,
+        "grad_norm": result.grad_norm,
+        "tokens": result.tokens,
+        "seconds": round(seconds, 4),
+        "tokens_per_s": result.tokens / seconds,
+        "padding_fraction": result.padding,
+    }
+    if mfu_per_token_s:
+        record["mfu"] = mfu_per_token_s * result.tokens / seconds
+    return record
+
+
+def _save(ctx: StepContext, model, scheduler, step: int) -> None:
+    """A checkpoint at `step`: every process gathers (FSDP shards its state), the main process writes."""
+    config = ctx.config
+    model_state, optimizer_state = ctx.dist.gather_state(model, ctx.optimizer)
+    if ctx.dist.is_main:
+        checkpoint.save(
+            Path(config.out),
+            step,
+            model,
+            ctx.tokenizer,
+            optimizer_state,
+            scheduler,
+            {"step": step},
+            to_dict(config),
+            config.keep_last,
+            model_state=model_state,
+            keep_state_last=config.keep_state_last,
+        )
+    ctx.dist.barrier()
 
 
 def _train_step(ctx: StepContext, batch: list[data.TrainExample], step: int) -> StepResult:
