@@ -128,21 +128,7 @@ def main(
     plain_decode(paired.engine, prompts[:8], 4)  # warm-up: compilation and first-step costs out of the timings
     paired.decode(jobs[:4])
 
-    sequence_tokens = 2 * pairs * tokens  # both setups run 2N sequences of `tokens` tokens
-    rates: dict[tuple, list[float]] = {}
-    for temperature in (0.0, 1.0):
-        jobs_t = make_jobs(tokenizer, pairs, tokens, temperature, top_k, top_p)
-        for logprobs in (False, True):
-            paired.settings.logprobs = logprobs
-            for _ in range(runs):  # alternated, so a drift of the machine's speed hits both sides alike
-                plain_s = plain_decode(paired.engine, prompts, tokens, logprobs, temperature, top_k, top_p)
-                rates.setdefault(("plain", temperature, logprobs), []).append(sequence_tokens / plain_s)
-                start = time.perf_counter()
-                results = paired.decode(jobs_t)
-                rates.setdefault(("mixsd", temperature, logprobs), []).append(
-                    sequence_tokens / (time.perf_counter() - start)
-                )
-                assert all(len(r.tokens) == tokens for r in results)
+    rates = measure_rates(paired, tokenizer, prompts, pairs, tokens, runs, top_k, top_p)
     mixsd_tps = statistics.median(rates["mixsd", 0.0, True])
 
     reference = HFPairedEngine(model, [], dtype=dtype, batch_pairs=reference_pairs)
@@ -161,6 +147,36 @@ def main(
         f"pairs in flight: {pairs}, tokens per sequence: {tokens}, top-k {top_k}, top-p {top_p}, {runs} runs; "
         f"splits: {paired.stats.splits}"
     )
+    print_table(rates, f"{Path(model).name} ({dtype})", pairs, tokens)
+    print(f"reference backend, {len(ref_jobs)} pairs : {ref_tps:10.1f} tokens/s")
+    print(
+        f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
+        f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)"
+    )
+
+
+def measure_rates(paired, tokenizer, prompts, pairs: int, tokens: int, runs: int, top_k: int, top_p: float) -> dict:
+    """(setup, temperature, logprobs) -> tokens/s of each run; plain and MixSD alternate run by run, so a
+    drift of the machine's speed hits both sides alike."""
+    sequence_tokens = 2 * pairs * tokens  # both setups run 2N sequences of `tokens` tokens
+    rates: dict[tuple, list[float]] = {}
+    for temperature in (0.0, 1.0):
+        jobs = make_jobs(tokenizer, pairs, tokens, temperature, top_k, top_p)
+        for logprobs in (False, True):
+            paired.settings.logprobs = logprobs
+            for _ in range(runs):
+                plain_s = plain_decode(paired.engine, prompts, tokens, logprobs, temperature, top_k, top_p)
+                rates.setdefault(("plain", temperature, logprobs), []).append(sequence_tokens / plain_s)
+                start = time.perf_counter()
+                results = paired.decode(jobs)
+                mixsd_s = time.perf_counter() - start
+                rates.setdefault(("mixsd", temperature, logprobs), []).append(sequence_tokens / mixsd_s)
+                assert all(len(r.tokens) == tokens for r in results)
+    return rates
+
+
+def print_table(rates: dict, label: str, pairs: int, tokens: int) -> None:
+    """The docs/benchmarks.md table: median (min–max) per setting, the ratio taken run by run."""
     print("| model | pairs | tokens/seq | temperature | logprobs | plain tokens/s | MixSD tokens/s | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for temperature in (0.0, 1.0):
@@ -168,15 +184,10 @@ def main(
             plain, mixsd = rates["plain", temperature, logprobs], rates["mixsd", temperature, logprobs]
             ratios = [m / p for m, p in zip(mixsd, plain)]
             print(
-                f"| {Path(model).name} ({dtype}) | {pairs} | {tokens} | {temperature:g} "
-                f"{'(greedy)' if temperature == 0 else ''} | {'on' if logprobs else 'off'} | {_spread(plain, 0)} | "
-                f"{_spread(mixsd, 0)} | **{_spread(ratios, 3)}** |"
+                f"| {label} | {pairs} | {tokens} | {temperature:g} {'(greedy)' if temperature == 0 else ''} | "
+                f"{'on' if logprobs else 'off'} | {_spread(plain, 0)} | {_spread(mixsd, 0)} | "
+                f"**{_spread(ratios, 3)}** |"
             )
-    print(f"reference backend, {len(ref_jobs)} pairs : {ref_tps:10.1f} tokens/s")
-    print(
-        f"vLLM backend, {len(ref_jobs)} pairs      : {vllm_small_tps:10.1f} tokens/s "
-        f"({vllm_small_tps / ref_tps:.1f}x the reference; {mixsd_tps / ref_tps:.1f}x at {pairs} pairs)"
-    )
 
 
 def _spread(values: list[float], digits: int) -> str:
