@@ -133,28 +133,20 @@ def bench_reference_decoding(model: Path, pairs: int, tokens: int, batch_pairs: 
 
 def bench_opsd(model: Path, shards: Path, steps: int, batch_size: int, rollouts: int, tokens: int) -> dict:
     """OPSD steps through `python -m train`'s loop: seconds per step and completion tokens per second."""
-    from train.config import TrainConfig
-    from train.trainer import train
+    from benchmarks.bench_train import train_rows
 
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    with tempfile.TemporaryDirectory(prefix="bench-opsd-") as out:
-        train(
-            TrainConfig(
-                model=str(model),
-                shards=[str(shards)],
-                out=out,
-                method="opsd",
-                max_steps=steps,
-                batch_size=batch_size,
-                micro_batch_size=batch_size,
-                rollouts=rollouts,
-                rollout_max_new_tokens=tokens,
-                warmup_steps=0,
-                dtype=dtype,
-                progress=False,
-            )
-        )
-        rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+    rows = train_rows(
+        model=str(model),
+        shards=[str(shards)],
+        method="opsd",
+        max_steps=steps,
+        batch_size=batch_size,
+        micro_batch_size=batch_size,
+        rollouts=rollouts,
+        rollout_max_new_tokens=tokens,
+        dtype=dtype,
+    )
     timed = rows[1:] or rows  # the first step pays for allocation and kernel selection
     return {
         "steps": steps,

@@ -24,27 +24,28 @@ def _peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def run_ours(model: str, shards: str, steps: int, batch_size: int, micro_batch_size: int, dtype: str) -> dict:
+def train_rows(**settings) -> list[dict]:
+    """`train/`'s loop with these TrainConfig settings (no warmup, no progress bar) into a temporary directory
+    (a checkpoint is 1.6 GB: never left behind); its metrics.jsonl rows."""
     from train.config import TrainConfig
     from train.trainer import train
 
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as out:  # a checkpoint is 1.6 GB: never left behind
-        start = time.perf_counter()
-        train(
-            TrainConfig(
-                model=model,
-                shards=[shards],
-                out=out,
-                max_steps=steps,
-                batch_size=batch_size,
-                micro_batch_size=micro_batch_size,
-                dtype=dtype,
-                warmup_steps=0,
-                progress=False,
-            )
-        )
-        total = time.perf_counter() - start
-        rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as out:
+        train(TrainConfig(out=out, warmup_steps=0, progress=False, **settings))
+        return [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+
+
+def run_ours(model: str, shards: str, steps: int, batch_size: int, micro_batch_size: int, dtype: str) -> dict:
+    start = time.perf_counter()
+    rows = train_rows(
+        model=model,
+        shards=[shards],
+        max_steps=steps,
+        batch_size=batch_size,
+        micro_batch_size=micro_batch_size,
+        dtype=dtype,
+    )
+    total = time.perf_counter() - start
     timed = rows[1:]  # the first step pays for allocation and kernel selection
     return {
         "tokens_per_s": sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed),
