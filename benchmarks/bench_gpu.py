@@ -160,6 +160,30 @@ def bench_opsd(model: Path, shards: Path, steps: int, batch_size: int, rollouts:
     }
 
 
+def profile_train(model: Path, shards: Path, out_dir: Path, steps: int, batch_size: int, micro_batch_size: int) -> dict:
+    """Where the host's time goes in a few steps of each loop: torch.profiler's operators by self CPU time,
+    written to OUT/profile-ours.txt and OUT/profile-trainer.txt (both loops in this process, one after the
+    other). The totals of the synchronizing calls are returned."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.bench_train import run_ours, run_trainer
+
+    settings = (str(model), str(shards), steps, batch_size, micro_batch_size, "bfloat16")
+    summary = {}
+    for name, runner in (("ours", run_ours), ("trainer", run_trainer)):
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            runner(*settings)
+        averages = prof.key_averages()
+        table = averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=60)
+        (out_dir / f"profile-{name}.txt").write_text(table + "\n")
+        waits = {e.key: (e.count, round(e.self_cpu_time_total / 1e3, 1)) for e in averages if "Synchronize" in e.key}
+        launches = sum(
+            e.count for e in averages if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        )
+        summary[name] = {"synchronize (count, ms)": waits, "kernel launches": launches}
+    return summary
+
+
 def main(
     model_dir: str = "models/smollm2-135m-instruct",
     out: str = "build/gpu/out",
@@ -174,6 +198,7 @@ def main(
     opsd_steps: int = 4,
     opsd_batch: int = 8,
     opsd_rollouts: int = 4,
+    profile_steps: int = 6,
 ) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +208,7 @@ def main(
 
         source = write_debug_model(work / "tiny")
         train_steps, train_batch, train_micro_batch, pairs, tokens, batch_pairs, runs = 2, 8, 4, 8, 8, 4, 1
-        opsd_steps, opsd_batch, opsd_rollouts = 2, 4, 2
+        opsd_steps, opsd_batch, opsd_rollouts, profile_steps = 2, 4, 2, 2
     else:
         source = Path(model_dir)
     report = {
@@ -197,6 +222,7 @@ def main(
         "train (ours vs Trainer)": lambda: bench_train(model, shards, train_steps, train_batch, train_micro_batch),
         "reference paired decoding": lambda: bench_reference_decoding(model, pairs, tokens, batch_pairs, runs),
         "OPSD steps": lambda: bench_opsd(model, shards, opsd_steps, opsd_batch, opsd_rollouts, tokens),
+        "train profile": lambda: profile_train(model, shards, out_dir, profile_steps, train_batch, train_micro_batch),
     }
     for name, part in parts.items():  # one part failing leaves the others' numbers
         start = time.perf_counter()

@@ -49,30 +49,32 @@ class HFPairedEngine:
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
         decoder = KVDecoder(self.model, prompts)
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
-        limit = torch.tensor([j.max_tokens for j in jobs], device=self.device)
         results = [PairResult() for _ in jobs]
-        active = torch.ones(pairs, dtype=torch.bool, device=self.device)
+        active = [True] * pairs
         step = 0
-        while bool(active.any()) and step < int(limit.max()):
+        while any(active) and step < max(j.max_tokens for j in jobs):
             logits = decoder.logits
             tokens, _ = mix_step(
                 logits[:pairs], logits[pairs:], settings, torch.full((pairs,), step, device=self.device)
             )
             expert_lp = torch.log_softmax(logits[:pairs], -1).gather(1, tokens[:, None]).squeeze(1)
             naive_lp = torch.log_softmax(logits[pairs:], -1).gather(1, tokens[:, None]).squeeze(1)
-            for i in active.nonzero(as_tuple=True)[0].tolist():
-                token = int(tokens[i])
-                if token in stops:
+            # One copy to the host per step: reading rows one by one would wait on the device 3 × pairs times.
+            step_tokens, step_expert, step_naive = (t.tolist() for t in (tokens, expert_lp, naive_lp))
+            for i in range(pairs):
+                if not active[i]:
+                    continue
+                if step_tokens[i] in stops:
                     results[i].finish_reason = "stop"
                     active[i] = False
                     continue
-                results[i].tokens.append(token)
-                results[i].expert_logprobs.append(float(expert_lp[i]))
-                results[i].naive_logprobs.append(float(naive_lp[i]))
+                results[i].tokens.append(step_tokens[i])
+                results[i].expert_logprobs.append(step_expert[i])
+                results[i].naive_logprobs.append(step_naive[i])
                 if len(results[i].tokens) >= jobs[i].max_tokens:
                     active[i] = False
             step += 1
-            if not bool(active.any()):
+            if not any(active):
                 break
             decoder.feed(tokens.repeat(2))  # both rows of a pair continue from the same mixed token
         return results

@@ -52,16 +52,17 @@ def decode(model, prompts: list[list[int]], max_new_tokens: int, choose, stop_id
     after `max_new_tokens`."""
     decoder = KVDecoder(model, prompts, pad_id)
     completions: list[list[int]] = [[] for _ in prompts]
-    alive = torch.ones(len(prompts), dtype=torch.bool, device=decoder.logits.device)
+    alive = [True] * len(prompts)
     for position in range(max_new_tokens):
         tokens = choose(decoder.logits, position)
-        for row in alive.nonzero(as_tuple=True)[0].tolist():
-            token = int(tokens[row])
+        for row, token in enumerate(tokens.tolist()):  # one copy to the host per step, not one per row
+            if not alive[row]:
+                continue
             if token in stop_ids:
                 alive[row] = False
             else:
                 completions[row].append(token)
-        if not bool(alive.any()):
+        if not any(alive):
             break
         decoder.feed(tokens)
     return completions

@@ -40,12 +40,12 @@ def _completion_logprobs(model, prompts: list[list[int]], completions: list[list
     device = next(model.parameters()).device
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # built on the host, copied once
     mask = torch.zeros_like(ids)
     for row, (p, c) in enumerate(zip(prompts, completions)):
-        ids[row, : len(p) + len(c)] = torch.tensor(p + c, device=device)
+        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
         mask[row, : len(p) + len(c)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
     longest = max(len(c) for c in completions)
     gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
     valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)

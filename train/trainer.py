@@ -129,8 +129,11 @@ def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tup
     """SFT and MixSD: the summed NLL of the target tokens (and EOS where the target ended); (loss, labelled
     tokens, tokens processed)."""
     collated = data.collate(group, ctx.tokenizer.eos_token_id, _pad_id(ctx.tokenizer))
-    tensors = {k: v.to(ctx.device) for k, v in collated.items()}
-    return _summed_nll(ctx.model, tensors, ctx.autocast), sum(e.label_count() for e in group), sum(map(len, group))
+    return (
+        _summed_nll(ctx.model, collated, ctx.device, ctx.autocast),
+        sum(e.label_count() for e in group),
+        sum(map(len, group)),
+    )
 
 
 def opsd_step_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
@@ -199,41 +202,48 @@ def _train_step(ctx: StepContext, batch: list[data.TrainExample], step: int) -> 
     ctx.model.train()
     groups = data.micro_batches(batch, ctx.config.micro_batch_size)
     loss_fn = LOSSES[ctx.config.method]
-    total, loss_tokens, processed = 0.0, 0, 0
+    total, loss_tokens, processed = torch.zeros((), device=ctx.device), 0, 0  # the loss stays on the device
     for i, group in enumerate(groups):
         with ctx.dist.no_sync(ctx.model, last=i == len(groups) - 1):
             summed, labelled, seen = loss_fn(ctx, group, step)
             (summed * ctx.dist.world).backward()  # DDP averages over processes: this makes it a global sum
-        total, loss_tokens, processed = total + summed.item(), loss_tokens + labelled, processed + seen
+        total, loss_tokens, processed = total + summed.detach(), loss_tokens + labelled, processed + seen
         del summed
     global_tokens = ctx.dist.sum(loss_tokens)
     _scale_gradients(ctx.model, 1.0 / max(global_tokens, 1))
-    loss = _checked(ctx.dist.sum(total) / max(global_tokens, 1), step)
+    loss = _checked(ctx.dist.sum(total.item()) / max(global_tokens, 1), step)  # the step's one wait on the device
     grad_norm = _clip_and_step(ctx.model, ctx.optimizer, ctx.config)
     return StepResult(loss, grad_norm, ctx.dist.sum(processed), data.padding_fraction(groups))
 
 
-def _summed_nll(model, tensors: dict, autocast) -> torch.Tensor:
+def _summed_nll(model, collated: dict, device: torch.device, autocast) -> torch.Tensor:
     """Summed NLL of the target tokens. Logits are computed only from the first position that predicts a
     target (`logits_to_keep`): prompts are most of each sequence, and the vocabulary projection and its float32
     copy are the largest tensors of a small model's step. Labels are shifted instead of the logits (no copy),
-    and the logits die with this frame, before the next micro-batch's forward pass."""
-    labels = torch.nn.functional.pad(tensors["labels"][:, 1:], (0, 1), value=data.IGNORE)
+    and the logits die with this frame, before the next micro-batch's forward pass. The cut is found on the host
+    and the batch is copied without waiting (pinned memory on CUDA), so the host never waits for the device."""
+    labels = torch.nn.functional.pad(collated["labels"][:, 1:], (0, 1), value=data.IGNORE)
     first = int((labels != data.IGNORE).float().argmax(dim=1).min())
     keep = labels.shape[1] - first
+    ids, mask, labels = (_to_device(t, device) for t in (collated["input_ids"], collated["attention_mask"], labels))
     with autocast:
-        logits = model(
-            input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"], logits_to_keep=keep
-        ).logits
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
     return torch.nn.functional.cross_entropy(
         logits.flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=data.IGNORE, reduction="sum"
     )
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to CUDA through pinned memory, without waiting for the copy."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _scale_gradients(model, factor: float) -> None:
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.mul_(factor)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads:
+        torch._foreach_mul_(grads, factor)  # a few kernels for all parameters, not one per parameter
 
 
 def _checked(loss: float, step: int) -> float:
