@@ -167,8 +167,10 @@ def profile_train(model: Path, shards: Path, out_dir: Path, steps: int, batch_si
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.bench_train import run_ours, run_trainer
+    from mixsd.precision import training_dtype
 
-    settings = (str(model), str(shards), steps, batch_size, micro_batch_size, "bfloat16")
+    dtype = training_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = (str(model), str(shards), steps, batch_size, micro_batch_size, dtype)
     summary = {}
     for name, runner in (("ours", run_ours), ("trainer", run_trainer)):
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

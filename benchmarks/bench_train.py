@@ -142,9 +142,12 @@ def main(
     steps: int = 8,
     batch_size: int = 16,
     micro_batch_size: int = 4,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     mode: str = "both",
 ) -> None:
+    from mixsd.precision import training_dtype
+
+    dtype = training_dtype(dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # same on both sides
     if mode in ("ours", "trainer"):
         runner = run_ours if mode == "ours" else run_trainer
         print(json.dumps(runner(model, shards, steps, batch_size, micro_batch_size, dtype)))

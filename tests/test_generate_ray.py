@@ -1,5 +1,6 @@
-"""The Ray backend on a local Ray cluster with the tiny model: the same rows as a local run, a worker killed
-mid-run, the driver killed and rerun, a λ list in one job, and the same job through `ray job submit`."""
+"""The Ray backend with the tiny model: the driver killed and rerun with a worker killed mid-shard, vLLM actors
+on a local instance sized to their requests, the resource check, and `ray job submit` against a started
+cluster followed by a rerun with one λ more."""
 
 from __future__ import annotations
 
@@ -111,55 +112,11 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
     raise AssertionError("condition not reached:\n" + "".join(lines[-40:]))
 
 
-def test_ray_run_equals_local_run_and_lists_engine_reuse(
-    tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path, monkeypatch
-):
-    import ray
-
-    from generate.ray_runner import run_with_ray
-
-    config = GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3]), ray=True, num_workers=2)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    try:
-        ray.init(address=cluster.address, log_to_driver=False)
-        runs = run_with_ray(config)
-        for ray_dir, local_dir in zip(runs, local_runs):
-            _same_shards(ray_dir, local_dir)
-        second = read_manifest(runs[1])
-        assert second["reused"]["engines"]  # the λ 0.3 shards came from engines that had served λ 0.5
-        assert {s["written_by"]["worker"] for m in map(read_manifest, runs) for s in m["shards"]} == {0, 1}
-        stamps = [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())]
-        run_with_ray(config)  # finished runs are skipped, nothing is rewritten
-        assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
-        (new,) = run_with_ray(
-            GenerateConfig(**settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.7]), ray=True, num_workers=2)
-        )  # a new λ: a new run directory, the others untouched
-        assert new not in runs and read_manifest(new)["complete"]
-        assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps
-    finally:
-        ray.shutdown()
-
-
-def test_killed_worker_is_replaced_and_its_shard_redone(
+def test_killed_driver_resumes_and_a_killed_worker_is_replaced(
     tiny_model_dir, kgfact_small, local_small_shards, cluster, tmp_path
 ):
-    config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    process = _cli(cli_flags(config) + ["--num_workers", "2"], cluster)
-    try:
-        lines = _wait_for(process, lambda ls: sum("is pid" in line for line in ls) == 2)
-        victim = int(next(line for line in lines if "worker 1 is pid" in line).split()[-1])
-        _wait_for(process, lambda ls: any("train-0" in line for line in ls))
-        os.kill(victim, signal.SIGKILL)
-    finally:
-        rest = _finish(process)
-    assert process.returncode == 0, rest[-3000:]
-    assert "worker 1 died during shard" in rest
-    _same_shards(Path(tmp_path) / local_small_shards.name, local_small_shards)
-
-
-def test_killed_driver_resumes_with_the_same_command(
-    tiny_model_dir, kgfact_small, local_small_shards, cluster, tmp_path
-):
+    """The driver killed mid-run, then the same command again, in which a worker is killed mid-shard: the
+    rerun reuses what the first run wrote, redoes the dead worker's shard, and the rows equal a local run."""
     config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
     args = cli_flags(config) + ["--num_workers", "2"]
     process = _cli(args, cluster)
@@ -170,35 +127,43 @@ def test_killed_driver_resumes_with_the_same_command(
     run_dir = Path(tmp_path) / local_small_shards.name
     partial = read_manifest(run_dir)
     assert not partial["complete"] and 3 <= len(partial["shards"]) < 23
+
     again = _cli(args, cluster)
-    output = _finish(again)
-    assert again.returncode == 0, output[-3000:]
+    try:
+        lines = _wait_for(again, lambda ls: sum("is pid" in line for line in ls) == 2)
+        victim = int(next(line for line in lines if "worker 1 is pid" in line).split()[-1])
+        _wait_for(again, lambda ls: any("train-0" in line for line in ls))
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        rest = _finish(again)
+    assert again.returncode == 0, rest[-3000:]
+    assert "worker 1 died during shard" in rest
     manifest = read_manifest(run_dir)
     assert manifest["complete"] and set(manifest["reused"]["shards"]) >= {s["file"] for s in partial["shards"]}
     _same_shards(run_dir, local_small_shards)
 
 
 @pytest.mark.vllm
-def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, cluster, tmp_path):
-    """Each actor holds its own in-process vLLM engine with the paired processor; at temperature 0 in float32
-    its targets equal the transformers reference backend's, run locally."""
+def test_vllm_workers_on_a_local_instance_sized_to_their_requests_match_the_reference(
+    tiny_model_dir, kgfact_small, tmp_path
+):
+    """Two actors, each with its own in-process vLLM engine and the paired processor, on the CLI's own local
+    Ray instance: at temperature 0 in float32 their targets equal the transformers reference backend's. Each
+    asks for 1.5 CPUs on this 2-core machine, so the instance must be sized to the requests (3 CPUs): once it
+    had one CPU per worker, and a worker asking for more waited forever."""
     pytest.importorskip("vllm")
     common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=45)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
+    vllm_settings = {
+        "out": str(tmp_path / "ray"),
+        "backend": "vllm",
+        "max_model_len": 256,
+        "max_num_seqs": 32,
+        "kv_cache_gib": 0.03,
+        "enforce_eager": "true",
+    }
     process = _cli(
-        cli_flags(
-            common
-            | {
-                "out": str(tmp_path / "ray"),
-                "backend": "vllm",
-                "max_model_len": 256,
-                "max_num_seqs": 32,
-                "kv_cache_gib": 0.03,
-                "enforce_eager": "true",
-            }
-        )
-        + ["--num_workers", "2"],
-        cluster,
+        cli_flags(common | vllm_settings) + ["--ray", "true", "--num_workers", "2", "--cpus_per_worker", "1.5"]
     )
     output = _finish(process, timeout=900)
     assert process.returncode == 0, output[-3000:]
@@ -209,18 +174,6 @@ def test_vllm_workers_match_the_reference_backend(tiny_model_dir, kgfact_small, 
     assert [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == [
         (r["example_id"], r["target_ids"], r["source"]) for r in theirs
     ]
-
-
-def test_one_worker_with_several_cpus_runs(tiny_model_dir, kgfact_small, local_runs, tmp_path):
-    """The local Ray instance is sized to the workers' requests (once it had one CPU per worker, and a worker
-    asking for two waited forever)."""
-    process = _cli(
-        cli_flags(settings(tiny_model_dir, kgfact_small, tmp_path))
-        + ["--ray", "true", "--num_workers", "1", "--cpus_per_worker", "2"]
-    )
-    output = _finish(process)
-    assert process.returncode == 0, output[-3000:]
-    _same_shards(tmp_path / local_runs[0].name, local_runs[0])
 
 
 def test_workers_no_node_can_host_are_refused_before_they_wait_forever(capsys):
@@ -268,7 +221,7 @@ class Cluster:
 def cluster():
     """A Ray cluster (head node only, 2 CPUs) that the tests' drivers join, as jobs on a real cluster do:
     starting a local instance per run would cost every test 5 s of Ray start and 3 s of shutdown.
-    (`test_one_worker_with_several_cpus_runs` keeps the CLI's own local instance.)"""
+    (`test_vllm_workers_on_a_local_instance_…` keeps the CLI's own local instance.)"""
     bin_dir = Path(sys.executable).parent
     # The interpreter running the tests is the one the cluster's `python` must be (as on a real cluster,
     # where every node has the project installed). Auth off: a throwaway cluster on the loopback only.
@@ -315,10 +268,18 @@ def cluster():
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path):
+def test_ray_job_submit_writes_the_same_rows_and_a_rerun_adds_only_a_new_lambda(
+    tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path, monkeypatch
+):
     """`ray job submit -- python -m generate … --ray_address auto` against a started cluster: the project is
     uploaded as the job's working directory, the driver joins the cluster, and the runs hold the same rows as
-    the local runs."""
+    the local runs, written by both workers, the λ 0.3 shards by engines that had served λ 0.5. Then, from
+    this process, the same job with one λ more: the finished runs are skipped and left untouched, and the new
+    λ gets its own run directory."""
+    import ray
+
+    from generate.ray_runner import run_with_ray
+
     config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
     submit = [
         str(Path(sys.executable).parent / "ray"),
@@ -341,5 +302,19 @@ def test_ray_job_submit_writes_the_same_rows(tiny_model_dir, kgfact_small, local
     done = subprocess.run(submit, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout + done.stderr
-    for local_dir in local_runs:
-        _same_shards(tmp_path / local_dir.name, local_dir)
+    runs = [tmp_path / local_dir.name for local_dir in local_runs]
+    for ray_dir, local_dir in zip(runs, local_runs):
+        _same_shards(ray_dir, local_dir)
+    assert read_manifest(runs[1])["reused"]["engines"]  # the λ 0.3 shards came from engines that had served λ 0.5
+    assert {s["written_by"]["worker"] for m in map(read_manifest, runs) for s in m["shards"]} == {0, 1}
+
+    stamps = [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())]
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        more = GenerateConfig(**config | {"lam": [0.5, 0.3, 0.7]}, ray=True, num_workers=2)
+        *again, new = run_with_ray(more)
+    finally:
+        ray.shutdown()
+    assert again == runs and new not in runs and read_manifest(new)["complete"]
+    assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps  # nothing rewritten

@@ -573,3 +573,21 @@ def test_older_checkpoints_can_drop_their_resume_state_and_still_count(tiny_mode
     assert all(torch.equal(weights(straight)[k], v) for k, v in weights(resumed).items())
     with pytest.raises(TrainingError, match="hold no resume state"):
         train(config(tiny_model_dir, [sft_run], tmp_path / "c", keep_state_last=1, resume=True, **settings))
+
+
+def test_auto_precision_is_resolved_saved_and_checked_on_resume(tiny_model_dir, sft_run, tmp_path, monkeypatch, capsys):
+    """`--dtype auto` trains in float32 on a CPU whose bf16 is slow and in bf16 where it is fast; the saved
+    config names the precision used, so a resume on a machine that would choose the other one is refused."""
+    from mixsd import precision
+
+    monkeypatch.setattr(precision, "cpu_half_precision_is_fast", lambda name="bfloat16": False)
+    slow = train(config(tiny_model_dir, [sft_run], tmp_path / "slow", dtype="auto", max_steps=1))
+    assert "--dtype auto is float32 on cpu" in capsys.readouterr().out
+    assert json.loads((slow / "checkpoint.json").read_text())["config"]["dtype"] == "float32"
+
+    monkeypatch.setattr(precision, "cpu_half_precision_is_fast", lambda name="bfloat16": True)
+    fast = train(config(tiny_model_dir, [sft_run], tmp_path / "fast", dtype="auto", max_steps=1))
+    assert json.loads((fast / "checkpoint.json").read_text())["config"]["dtype"] == "bfloat16"
+    with pytest.raises(TrainingError, match=r"other settings \(dtype\)"):
+        train(config(tiny_model_dir, [sft_run], tmp_path / "slow", dtype="auto", max_steps=1, resume=True))
+    assert TrainConfig().dtype == "auto"

@@ -9,7 +9,7 @@ from train.logs import parse_sinks
 
 METHODS = ("mixsd", "sft", "opsd")
 SCHEDULES = ("constant", "cosine")
-DTYPES = ("bfloat16", "float32")
+DTYPES = ("auto", "bfloat16", "float32")
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0
-    dtype: str = "bfloat16"  # autocast precision; master weights stay float32
+    dtype: str = "auto"  # autocast precision (auto: bf16 where it is fast); master weights stay float32
     seed: int = 0
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_last: int = 2

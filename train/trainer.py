@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from mixsd.devices import peak_flops, training_flops_per_token
 from mixsd.errors import UserError
 from mixsd.lock import output_lock
 from mixsd.models import load_tokenizer
+from mixsd.precision import training_dtype
 from mixsd.run_format import RunManifest
 from train import checkpoint, data
 from train.config import TrainConfig
@@ -56,6 +57,10 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     device = dist.device(config.device)
     if device.type == "cpu":
         fix_mmap_threshold(config.mmap_threshold_kib)
+    if config.dtype == "auto":  # resolved once: the saved config, and a resume's comparison, name the precision
+        config = replace(config, dtype=training_dtype("auto", device))
+        if dist.is_main:
+            print(f"precision: --dtype auto is {config.dtype} on {device.type}", flush=True)
     out = Path(config.out)
     examples, manifests = data.load_examples(config.shards)
     examples, counts = data.select(examples, config.include_unverified, config.method)
