@@ -21,8 +21,9 @@ HELD_OUT_SPLITS = ("unseen",)
 IN_DISTRIBUTION_PROBES = ("in_context",)
 # Part of every result's fingerprint: a change to how models are scored re-scores them instead of reusing.
 # 3: intervals; the retention average leaves the in-distribution probe out. 4: 164 general-knowledge questions
-# (was 102), so the base model answers at least 100 of them (SmolLM2-135M-Instruct: 106).
-EVALUATOR_VERSION = "mixsd-eval-4"
+# (was 102), so the base model answers at least 100 of them (SmolLM2-135M-Instruct: 106). 5: arithmetic of
+# one-digit sums and differences, products to 12 × 12, read by the number after the first "=", 240 items.
+EVALUATOR_VERSION = "mixsd-eval-5"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class EvalConfig:
     seed: int = 0  # probe construction
     probes: bool = True  # false: the corpus splits alone (no capability probes, drift or Fisher)
     in_context_probes: int = 40
-    arithmetic_probes: int = 45
+    arithmetic_probes: int = 240  # the base model answers at least 100 (see evaluate/probes.py)
     drift_tokens: int = 32  # length of the base model's continuation each drift prompt is compared on
     fisher_examples: int = 64  # probe items the diagonal Fisher is averaged over (0: no Fisher movement)
     batch_size: int = 64  # transformers backend and the analyses' forward passes

@@ -1,7 +1,7 @@
 """The retention probe suite, built in the project without network access and deterministic in its seed.
 
 (a) in_context: question answering about invented facts that are given in the prompt and were never trained on;
-(b) arithmetic: small sums, differences and products;
+(b) arithmetic: one-digit sums and differences, products up to 12 × 12;
 (c) general_knowledge: the project's own questions (`evaluate.general_knowledge`);
 (d) drift prompts: general instructions on which the tuned model's next-token distributions are compared with
     the base model's (no labels needed).
@@ -27,7 +27,7 @@ class Item:
     task: str
     prompt: str
     answers: tuple[str, ...]
-    rule: str  # "contains" or "last_number" (see evaluate.scoring)
+    rule: str  # "contains" or "equation_or_last_number" (see evaluate.scoring)
 
 
 def in_context_items(count: int, seed: int, avoid: set[str]) -> list[Item]:
@@ -49,14 +49,19 @@ def in_context_items(count: int, seed: int, avoid: set[str]) -> list[Item]:
 
 
 def arithmetic_items(count: int, seed: int) -> list[Item]:
+    """Sums and differences of one-digit numbers and products up to 12 × 12: what SmolLM2-135M-Instruct
+    answers about half the time (two-digit sums: 1 in 15), so the probe measures a capability the base model
+    has. A difference is never negative."""
     rng = random.Random(10_007 + seed)
     items = []
     for k in range(count):
         op = ("+", "-", "*")[k % 3]
-        a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "*" else (rng.randint(10, 99), rng.randint(1, 9))
+        a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "*" else (rng.randint(2, 9), rng.randint(2, 9))
+        if op == "-":
+            a, b = max(a, b), min(a, b)
         value = {"+": a + b, "-": a - b, "*": a * b}[op]
         prompt = f"What is {a} {op} {b}? Give the number."
-        items.append(Item(f"arithmetic-{k:03d}", "arithmetic", prompt, (str(value),), "last_number"))
+        items.append(Item(f"arithmetic-{k:03d}", "arithmetic", prompt, (str(value),), "equation_or_last_number"))
     return items
 
 
@@ -67,7 +72,7 @@ def general_knowledge_items() -> list[Item]:
     ]
 
 
-def probe_items(seed: int, avoid: set[str], in_context: int = 40, arithmetic: int = 45) -> list[Item]:
+def probe_items(seed: int, avoid: set[str], in_context: int = 40, arithmetic: int = 240) -> list[Item]:
     return in_context_items(in_context, seed, avoid) + arithmetic_items(arithmetic, seed) + general_knowledge_items()
 
 

@@ -30,7 +30,7 @@ def item_correct(reply: str, answers: tuple[str, ...], rule: str) -> bool:
         return found is not None and any(normalize(found) == normalize(a) for a in answers)
     if rule == "auto":  # KGFact questions: the verifier's rule, the same one that checked the targets
         return any(is_correct(reply, a, "auto") for a in answers)
-    if rule in ("boxed", "boxed_or_last_number"):
+    if rule in ("boxed", "boxed_or_last_number", "equation_or_last_number"):
         found = extract(reply, rule)
         return found is not None and any(normalize(found) == normalize(a) for a in answers)
     if rule == "choice":
@@ -75,6 +75,7 @@ def error_mode(reply: str, prompt: str, answers: tuple[str, ...], rule: str, ent
         "choice": chosen_letter(reply) is None,
         "boxed": extract(reply, "boxed") is None,
         "boxed_or_last_number": extract(reply, "boxed_or_last_number") is None,
+        "equation_or_last_number": extract(reply, "equation_or_last_number") is None,
     }
     if not _WORD.search(reply) or unreadable.get(rule, False):
         return "format"

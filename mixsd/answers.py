@@ -8,7 +8,10 @@ import re
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # auto: the boxed answer if there is one; else the last number for numeric answers; else whether the answer
 # appears in the text (KGFact answers are entity names the small models often state without a box).
-RULES = ("auto", "boxed", "last_number", "boxed_or_last_number", "contains")
+RULES = ("auto", "boxed", "last_number", "boxed_or_last_number", "equation_or_last_number", "contains")
+# equation_or_last_number: the number after the reply's first "=", else its last number. Small models answer
+# "2 * 7 = 14" and then go on ("In mathematics, 2 * 7 is ..."), where the last number is an operand.
+_EQUATION = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)")
 
 
 def boxed(text: str) -> str | None:
@@ -32,6 +35,11 @@ def last_number(text: str) -> str | None:
     return found[-1] if found else None
 
 
+def equation_or_last_number(text: str) -> str | None:
+    found = _EQUATION.search(text)
+    return found.group(1) if found else last_number(text)
+
+
 def extract(text: str, rule: str = "boxed_or_last_number") -> str | None:
     """The answer a rule reads from `text` (for `contains` and `auto` see `is_correct`)."""
     if rule == "boxed":
@@ -41,6 +49,8 @@ def extract(text: str, rule: str = "boxed_or_last_number") -> str | None:
     if rule == "boxed_or_last_number":
         found = boxed(text)
         return found if found is not None else last_number(text)
+    if rule == "equation_or_last_number":
+        return equation_or_last_number(text)
     raise ValueError(f"unknown answer rule {rule!r}; known: {RULES}")
 
 

@@ -53,9 +53,10 @@ def test_probes_are_deterministic_and_correct():
     a, b = probe_items(0, ENTITIES), probe_items(0, ENTITIES)
     assert a == b and len({i.id for i in a}) == len(a)
     assert probe_items(1, ENTITIES) != a
-    for item in arithmetic_items(45, 0):
+    for item in arithmetic_items(240, 0):
         expression = item.prompt.removeprefix("What is ").removesuffix("? Give the number.")
         assert str(eval(expression)) == item.answers[0]  # noqa: S307 -- our own generated expressions
+        assert int(item.answers[0]) >= 0
     taken = {n for i in in_context_items(40, 0, set()) for n in i.answers}
     avoided = in_context_items(40, 0, taken)
     assert avoided and not taken & {n for i in avoided for n in i.answers}
@@ -140,3 +141,16 @@ def test_sandbox_limits():
         "    return 1 if os.getcwd().startswith('/tmp') else 0\n"
     )
     assert sandbox.passes(writes, test, "f")  # it runs in a throwaway directory
+
+
+def test_arithmetic_replies_are_read_at_their_first_equation():
+    """The base model answers "2 * 7 = 14" and goes on about 2 and 7: the last number would score it wrong."""
+    from evaluate.scoring import error_mode, item_correct
+
+    rule = "equation_or_last_number"
+    assert {i.rule for i in arithmetic_items(240, 0)} == {rule}
+    rambling = "2 * 7 = 14\n\nIn mathematics, 2 * 7 is a product of 2 and 7."
+    assert item_correct(rambling, ("14",), rule) and not item_correct(rambling, ("14",), "last_number")
+    assert item_correct("To find 9 - 2, subtract 2 from 9, which is 7.", ("7",), rule)  # no "=": the last number
+    assert not item_correct("To find 71 - 6, we compute 71 - 6 = 49.", ("65",), rule)
+    assert error_mode("I cannot say.", "q", ("14",), rule, set()) == "format"
