@@ -28,7 +28,7 @@ def resolve_dtype(dtype: str, model_dtype: str | None = None) -> str:
 def training_dtype(dtype: str, device) -> str:
     """The autocast precision training runs in: an explicit choice as given; `auto` is bfloat16 on a GPU that
     has it and on a CPU whose bf16 matrix products are fast, float32 elsewhere (bf16 autocast on an AVX2-only
-    CPU made a SmolLM2 training step ~35x slower than float32: 195 s against ~6 s)."""
+    CPU made a SmolLM2 training step ~20x slower than float32: 195 s against ~9 s)."""
     if dtype != "auto":
         return dtype
     import torch
