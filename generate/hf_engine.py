@@ -51,8 +51,8 @@ class HFPairedEngine:
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
         results = [PairResult() for _ in jobs]
         active = [True] * pairs
-        step = 0
-        while any(active) and step < max(j.max_tokens for j in jobs):
+        step, longest = 0, max(j.max_tokens for j in jobs)
+        while any(active) and step < longest:
             logits = decoder.logits
             tokens, _ = mix_step(
                 logits[:pairs], logits[pairs:], settings, torch.full((pairs,), step, device=self.device)
