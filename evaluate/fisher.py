@@ -23,7 +23,7 @@ def diagonal_fisher(model, examples: list[tuple[list[int], list[int]]]) -> dict[
     model.eval()
     for prompt, answer in examples:
         ids = torch.tensor([prompt + answer], device=device)
-        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+        logits = model(input_ids=ids, use_cache=False).logits[0, len(prompt) - 1 : -1].float()
         nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :], reduction="sum")
         model.zero_grad(set_to_none=True)
         nll.backward()

@@ -73,7 +73,7 @@ def continuation_logprobs(model, sequences: list[list[int]], prompt_lengths: lis
     predict each continuation token (the prompt's last position through the second-to-last token)."""
     device = next(model.parameters()).device
     ids, mask, positions = left_pad(sequences, 0, device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     width = ids.shape[1]
     out = []
     for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):

@@ -45,7 +45,7 @@ def _completion_logprobs(model, prompts: list[list[int]], completions: list[list
     for row, (p, c) in enumerate(zip(prompts, completions)):
         ids[row, : len(p) + len(c)] = torch.tensor(p + c)
         mask[row, : len(p) + len(c)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
     longest = max(len(c) for c in completions)
     gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
     valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)

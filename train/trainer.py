@@ -226,13 +226,15 @@ def _summed_nll(model, collated: dict, device: torch.device, autocast) -> torch.
     target (`logits_to_keep`): prompts are most of each sequence, and the vocabulary projection and its float32
     copy are the largest tensors of a small model's step. Labels are shifted instead of the logits (no copy),
     and the logits die with this frame, before the next micro-batch's forward pass. The cut is found on the host
-    and the batch is copied without waiting (pinned memory on CUDA), so the host never waits for the device."""
+    and the batch is copied without waiting (pinned memory on CUDA), so the host never waits for the device.
+    No KV cache: a model's default `use_cache=True` copies every layer's keys and values into one (two
+    concatenations and their casts per layer), work a training forward never reads."""
     labels = torch.nn.functional.pad(collated["labels"][:, 1:], (0, 1), value=data.IGNORE)
     first = int((labels != data.IGNORE).float().argmax(dim=1).min())
     keep = labels.shape[1] - first
     ids, mask, labels = (_to_device(t, device) for t in (collated["input_ids"], collated["attention_mask"], labels))
     with autocast:
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
     return torch.nn.functional.cross_entropy(
         logits.flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=data.IGNORE, reduction="sum"
     )
