@@ -43,6 +43,7 @@ class EvalConfig:
     probes: bool = True  # false: the corpus splits alone (no capability probes, drift or Fisher)
     in_context_probes: int = 40
     arithmetic_probes: int = 240  # the base model answers at least 100 (see evaluate/probes.py)
+    general_knowledge_probes: int = 164  # all 164 questions; fewer (a seeded sample) for cheap smoke runs
     drift_tokens: int = 32  # length of the base model's continuation each drift prompt is compared on
     fisher_examples: int = 64  # probe items the diagonal Fisher is averaged over (0: no Fisher movement)
     batch_size: int = 64  # transformers backend and the analyses' forward passes

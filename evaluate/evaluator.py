@@ -112,7 +112,13 @@ class Evaluator:
         self.knowledge_splits = [s for s in self.splits if s not in HELD_OUT_SPLITS]
         self.items = corpus_items(config.corpus, self.splits, config.split_limit)
         if config.probes:
-            self.items += probe_items(config.seed, self.entities, config.in_context_probes, config.arithmetic_probes)
+            self.items += probe_items(
+                config.seed,
+                self.entities,
+                config.in_context_probes,
+                config.arithmetic_probes,
+                config.general_knowledge_probes,
+            )
             for name, source in parse_spec(config.benchmarks).items():
                 self.items += load_benchmark(name, source, config.benchmark_limit)
         self.tokenizer = load_tokenizer(config.base, "--base")

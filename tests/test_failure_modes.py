@@ -159,6 +159,7 @@ def test_evaluation_skips_and_counts_items_longer_than_the_model(kgfact_small, t
         splits=["train", "retrieval"],
         in_context_probes=2,
         arithmetic_probes=2,
+        general_knowledge_probes=2,
         fisher_examples=0,
         max_new_tokens=8,
         drift_tokens=4,

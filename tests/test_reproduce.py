@@ -29,7 +29,7 @@ train:
    include_unverified: true, rollouts: 2, rollout_max_new_tokens: 4, progress: false, warmup_steps: 0}}
 evaluate:
   {{backend: hf, dtype: float32, max_new_tokens: 4, split_limit: 4, in_context_probes: 4, arithmetic_probes: 4,
-   fisher_examples: 4, drift_tokens: 4, progress: false}}
+   general_knowledge_probes: 4, fisher_examples: 4, drift_tokens: 4, progress: false}}
 """
 
 
