@@ -33,6 +33,10 @@ class EvalConfig:
     corpus: str = "data/kgfact-small"
     out: str = "runs/evaluate"
     splits: list[str] = field(default_factory=list)  # empty: every split the corpus has (see corpus_splits)
+    # A sweep scores only these corpus splits at checkpoints other than each run's last (empty: every split at
+    # every checkpoint). The trade-off curve needs the train split and the probes there; the base model and
+    # each run's last checkpoint always get every split. Probes, drift and Fisher movement: every checkpoint.
+    checkpoint_splits: list[str] = field(default_factory=list)
     split_limit: int = 0  # at most this many items per corpus split (0: all)
     benchmarks: str = ""  # "gsm8k=PATH,mmlu=PATH,…" (local files or hub ids)
     benchmark_limit: int = 0  # at most this many items per benchmark (0: all)
@@ -55,9 +59,10 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self):
-        unknown = sorted(set(self.splits) - set(SPLITS))
-        if unknown:
-            raise ConfigError(f"--splits: unknown {unknown}; known: {list(SPLITS)}")
+        for flag, chosen in (("--splits", self.splits), ("--checkpoint_splits", self.checkpoint_splits)):
+            unknown = sorted(set(chosen) - set(SPLITS))
+            if unknown:
+                raise ConfigError(f"{flag}: unknown {unknown}; known: {list(SPLITS)}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if str(self.enforce_eager).lower() not in EAGER_CHOICES:
@@ -74,6 +79,7 @@ class EvalConfig:
             "batch_size",
             "gpu_memory_utilization",
             "kv_cache_gib",
+            "checkpoint_splits",  # which checkpoints get which splits: each result records its own `splits`
             "max_num_seqs",
             "enforce_eager",
         }

@@ -182,18 +182,20 @@ class Evaluator:
         return settings
 
     # --- the base model's side, once ---------------------------------------------------------------------
-    def _replies(self, phase: str) -> list[Reply]:
+    def _replies(self, phase: str, scored: list[int] | None = None) -> list[Reply]:
+        """The current model's replies to the items at `scored` (all items when None)."""
+        scored = list(range(len(self.items))) if scored is None else scored
+        items, prompts = [self.items[i] for i in scored], [self.prompts[i] for i in scored]
         tasks: dict[str, int] = {}
-        for item in self.items:
+        for item in items:
             tasks[item.task] = tasks.get(item.task, 0) + 1
-        with self.clock.phase(phase, len(self.prompts), ", ".join(f"{t} {n}" for t, n in tasks.items())):
+        with self.clock.phase(phase, len(prompts), ", ".join(f"{t} {n}" for t, n in tasks.items())):
             completions = self.backend.generate(
-                self.prompts, self.config.max_new_tokens, self.clock.batches(phase) if self.config.progress else None
+                prompts, self.config.max_new_tokens, self.clock.batches(phase) if self.config.progress else None
             )
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [
-            Reply(item, text, scoring.item_correct(text, item.answers, item.rule))
-            for item, text in zip(self.items, texts)
+            Reply(item, text, scoring.item_correct(text, item.answers, item.rule)) for item, text in zip(items, texts)
         ]
 
     def _drift_reference(self) -> drift.DriftReference:
@@ -216,15 +218,25 @@ class Evaluator:
         return fisher.diagonal_fisher(self.base_model, examples)
 
     # --- one model ---------------------------------------------------------------------------------------
-    def evaluate(self, model: str) -> tuple[dict, list[dict]]:
-        """(metrics, one record per item). The base model itself may be passed: its retention is 1."""
+    def evaluate(self, model: str, splits: list[str] | None = None) -> tuple[dict, list[dict]]:
+        """(metrics, one record per item). `splits`: the corpus splits to score (None: all; the probes are
+        always scored). The base model itself may be passed: its answers are the ones already computed (greedy
+        decoding of the same weights), so its retention is 1 at no cost."""
         from transformers import AutoModelForCausalLM
 
         check_model(model)
         start = time.perf_counter()
-        with self.clock.phase("load weights", 1):
-            self.backend.load(model)
-        replies = self._replies("answers")
+        scored = [
+            i
+            for i, item in enumerate(self.items)
+            if splits is None or item.task not in self.splits or item.task in splits
+        ]
+        if Path(model).resolve() == Path(self.config.base).resolve():
+            replies = [self.base_replies[i] for i in scored]
+        else:
+            with self.clock.phase("load weights", 1):
+                self.backend.load(model)
+            replies = self._replies("answers", scored)
         drift_metrics, movement = None, None
         if self.config.probes:
             tuned = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()

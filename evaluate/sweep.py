@@ -2,13 +2,17 @@
 
 Scores the base model and every checkpoint of the given training runs with one evaluator (one engine: the
 weights are swapped between checkpoints). Results land in OUT/base/ and OUT/<run>/step-NNNNNN/; a result that
-already exists with the same settings is reused, so a rerun only scores new checkpoints.
+already exists with the same settings is reused, so a rerun only scores new checkpoints. With
+`--checkpoint_splits train` the checkpoints before each run's last are scored on the train split and the probes
+only (what the trade-off curve plots); the corpus's long splits (retrieval: ~870-token prompts) are scored on
+the base model and each run's last checkpoint.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from evaluate.config import EvalConfig
@@ -20,15 +24,30 @@ from mixsd.cli import join_list_flags, run_cli
 from mixsd.lock import output_lock
 
 
-def planned(runs: list[str], out: Path, base: str) -> list[tuple[str, Path]]:
-    """(model path, result directory) for the base model and every complete checkpoint, in order."""
-    plan = [(base, out / "base")]
+def planned(runs: list[str], out: Path, base: str) -> list[tuple[str, Path, bool]]:
+    """(model path, result directory, whether it gets every split) for the base model and every complete
+    checkpoint, in order: the base model and each run's last checkpoint get every split."""
+    plan = [(base, out / "base", True)]
     for run in runs:
         found = checkpoints(Path(run))
         if not found:
             raise EvalError(f"{run}: no checkpoints (step-NNNNNN directories with a trainer state)")
-        plan += [(str(step), out / Path(run).name / step.name) for step in found]
+        plan += [(str(step), out / Path(run).name / step.name, step == found[-1]) for step in found]
     return plan
+
+
+def settings_for(config: EvalConfig, full: bool) -> EvalConfig:
+    """The settings a model is scored and stored with: `--checkpoint_splits` at a checkpoint that is not its
+    run's last, the sweep's own settings otherwise."""
+    if full or not config.checkpoint_splits:
+        return config
+    return replace(config, splits=list(config.checkpoint_splits))
+
+
+def stored(target: Path, config: EvalConfig, model: str, full: bool) -> dict | None:
+    """A result already there for these weights: with the settings this model gets, or with every split
+    (a run's former last checkpoint, scored in full before training went on)."""
+    return read_result(target, settings_for(config, full), model) or read_result(target, config, model)
 
 
 def sweep(runs: list[str], config: EvalConfig) -> list[Path]:
@@ -39,22 +58,27 @@ def sweep(runs: list[str], config: EvalConfig) -> list[Path]:
 def _sweep(runs: list[str], config: EvalConfig) -> list[Path]:
     out = Path(config.out)
     plan = planned(runs, out, config.base)
-    todo = [(model, target) for model, target in plan if read_result(target, config, model) is None]
-    print(f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings")
+    todo = [(model, target, full) for model, target, full in plan if stored(target, config, model, full) is None]
+    light = sum(not full for *_, full in todo) if config.checkpoint_splits else 0
+    print(
+        f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings"
+        + (f"; {light} scored on {config.checkpoint_splits} and the probes only" if light else "")
+    )
     if not todo:
-        return [target for _, target in plan]
+        return [target for _, target, _ in plan]
     evaluator = Evaluator(config, models=len(todo))
     start = time.perf_counter()
-    for done, (model, target) in enumerate(todo, start=1):
-        metrics, records = evaluator.evaluate(model)
-        write_result(target, config, model, metrics, records)
+    for done, (model, target, full) in enumerate(todo, start=1):
+        settings = settings_for(config, full)
+        metrics, records = evaluator.evaluate(model, None if settings is config else settings.splits)
+        write_result(target, settings, model, metrics, records)
         rate = done / (time.perf_counter() - start)
         print(
             f"[{done}/{len(todo)}] {summary_line(model, metrics)} | {rate * 60:.1f} models/min, "
             f"ETA {(len(todo) - done) / rate:.0f} s",
             flush=True,
         )
-    return [target for _, target in plan]
+    return [target for _, target, _ in plan]
 
 
 def main_command(runs: str | list[str], config: str | None = None, **flags) -> None:

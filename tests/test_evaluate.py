@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -175,18 +176,24 @@ def test_evaluator_scores_the_base_against_itself(tiny_model_dir, kgfact_short, 
     assert all(d["n"] == 6 and len(d["interval"]) == 2 for d in metrics["accuracy_detail"].values())
     assert {r["task"] for r in records} >= {"train", "in_context", "arithmetic", "general_knowledge"}
     assert len(records) == len(evaluator.items) == 4 * 6 + 4 + 6 + len(general_knowledge_items(5))
-    # Seconds per phase: the model's own, and the base model's side, computed once per evaluator.
-    assert set(metrics["timing"]["model"]) == {
+    # Seconds per phase: the model's own, and the base model's side, computed once per evaluator. The base
+    # model's answers are the ones the evaluator already has: no weights loaded, no second generation.
+    assert set(metrics["timing"]["model"]) == {"drift", "Fisher movement", "scoring and intervals"}
+    assert set(metrics["timing"]["base_once"]) == {"base model's answers", "drift reference", "Fisher diagonal"}
+    assert all(v >= 0 for part in metrics["timing"].values() for v in part.values())
+    tuned, _ = evaluator.evaluate(str(perturbed_dir))
+    assert tuned["fisher_movement"]["total"] > 0 and tuned["drift"]["kl_base_tuned"] > 0
+    assert set(tuned["timing"]["model"]) == {
         "load weights",
         "answers",
         "drift",
         "Fisher movement",
         "scoring and intervals",
     }
-    assert set(metrics["timing"]["base_once"]) == {"base model's answers", "drift reference", "Fisher diagonal"}
-    assert all(v >= 0 for part in metrics["timing"].values() for v in part.values())
-    tuned, _ = evaluator.evaluate(str(perturbed_dir))
-    assert tuned["fisher_movement"]["total"] > 0 and tuned["drift"]["kl_base_tuned"] > 0
+    # A tuned model scored on the train split and the probes only (a sweep's `--checkpoint_splits train`).
+    light, light_records = evaluator.evaluate(str(perturbed_dir), splits=["train"])
+    assert set(light["accuracy"]) == {"train"} and light["held_out"].keys() == tuned["held_out"].keys()
+    assert len(light_records) == len(records) - 3 * 6
     # Error modes are counted exactly for the wrong held-out answers that count.
     wrong = sum(1 for r in records if "error_mode" in r)
     assert sum(sum(v.values()) for v in metrics["error_modes"].values()) == wrong
@@ -293,16 +300,32 @@ def test_sweep_and_report_over_a_training_run(tiny_model_dir, kgfact_short, tmp_
             progress=False,
         )
     )
-    config = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path / "eval"), **SMALL)
+    every = EvalConfig(base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path / "eval"), **SMALL)
+    config = replace(every, checkpoint_splits=["train"])  # as `make demo` sweeps
     targets = sweep([str(run)], config)
     assert [t.relative_to(tmp_path / "eval").as_posix() for t in targets] == [
         "base",
         "sft/step-000002",
         "sft/step-000004",
     ]
+    documents = [json.loads((t / "metrics.json").read_text()) for t in targets]
+    # Only the train split before the run's last checkpoint; every split on the base model and the last.
+    assert [sorted(d["metrics"]["accuracy"]) for d in documents] == [
+        ["compositional", "paraphrase", "retrieval", "train"],
+        ["train"],
+        ["compositional", "paraphrase", "retrieval", "train"],
+    ]
+    assert documents[1]["config"]["splits"] == ["train"] and documents[1]["metrics"]["retention"]["average"] > 0
+    # The base model's answers are the evaluator's own (no second pass): it scores exactly its own scores.
+    assert all(v["score"] == v["base_score"] for v in documents[0]["metrics"]["held_out"].values())
     stamps = [(t / "metrics.json").stat().st_mtime_ns for t in targets]
     sweep([str(run)], config)  # a rerun reuses every result
     assert [(t / "metrics.json").stat().st_mtime_ns for t in targets] == stamps
+    sweep([str(run)], every)  # every split everywhere: only the checkpoint scored on the train split is redone
+    redone = [(t / "metrics.json").stat().st_mtime_ns for t in targets]
+    assert [a == b for a, b in zip(redone, stamps)] == [True, False, True]
+    sweep([str(run)], config)  # a result with every split serves a sweep that asks for fewer
+    assert [(t / "metrics.json").stat().st_mtime_ns for t in targets] == redone
     table = report([str(run)], str(tmp_path / "eval"), str(tiny_model_dir), str(tmp_path / "report"))
     assert "| SFT |" in table and "| base model |" in table
     for name in ("target_nll_cdf.png", "fisher_movement.png", "tradeoff.png", "error_modes.png"):
@@ -401,7 +424,9 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
     assert again["MixSD"].all == found["MixSD"].all
 
 
-def test_progress_lines_name_each_phase_with_items_rate_and_eta(tiny_model_dir, kgfact_short, tmp_path, capsys):
+def test_progress_lines_name_each_phase_with_items_rate_and_eta(
+    tiny_model_dir, kgfact_short, perturbed_dir, tmp_path, capsys
+):
     evaluator = Evaluator(
         EvalConfig(
             model="",
@@ -411,7 +436,7 @@ def test_progress_lines_name_each_phase_with_items_rate_and_eta(tiny_model_dir, 
             **SMALL | {"progress": True, "batch_size": 8},
         )
     )
-    evaluator.evaluate(str(tiny_model_dir))
+    evaluator.evaluate(str(perturbed_dir))  # not the base model, whose answers the evaluator already has
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: ")]
     items = len(evaluator.prompts)
     assert f"evaluate: base model's answers: {items} items (train 6, paraphrase 6" in lines[0]
