@@ -229,7 +229,7 @@ class Evaluator:
         scored = [
             i
             for i, item in enumerate(self.items)
-            if splits is None or item.task not in self.splits or item.task in splits
+            if splits is None or item.task not in self.knowledge_splits or item.task in splits  # probes: always
         ]
         if Path(model).resolve() == Path(self.config.base).resolve():
             replies = [self.base_replies[i] for i in scored]

@@ -353,6 +353,9 @@ def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tin
     unseen = metrics["held_out"]["unseen"]
     assert unseen["n"] == sum(r["task"] == "unseen" for r in records) > 0
     assert unseen["score"] == unseen["base_score"]  # the base model against itself
+    # A sweep's `--checkpoint_splits train` drops the taught splits, never the unseen-operations probe.
+    light, _ = evaluator.evaluate(str(tiny_model_dir), splits=["train"])
+    assert set(light["accuracy"]) == {"train"} and light["held_out"]["unseen"]["n"] == unseen["n"]
     table = markdown_table([row_of("base model", None, 0, metrics, None)])
     assert "test (held-out inputs)" in table and "ret. unseen operations" in table and "paraphrase" not in table
     with pytest.raises(EvalError, match="no corpus split files"):
