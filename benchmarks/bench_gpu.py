@@ -204,6 +204,10 @@ def main(
     parts: str | tuple = "train,decoding,opsd,profile",
 ) -> None:
     """`parts`: which of train, decoding, opsd, profile to run (a rerun of one part costs less device time)."""
+    chosen = parts.split(",") if isinstance(parts, str) else list(parts)  # fire reads "a,b" as a tuple
+    unknown = set(chosen) - {"train", "decoding", "opsd", "profile"}
+    if unknown:
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from train, decoding, opsd, profile")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -222,10 +226,6 @@ def main(
     }
     model = build_model(source, work / "model")
     shards = sft_shards(model, work)
-    chosen = parts.split(",") if isinstance(parts, str) else list(parts)  # fire reads "a,b" as a tuple
-    unknown = set(chosen) - {"train", "decoding", "opsd", "profile"}
-    if unknown:
-        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from train, decoding, opsd, profile")
     every = {
         "train": (
             "train (ours vs Trainer)",
