@@ -151,6 +151,8 @@ def _drain(ray, driver: Generator, states: list[RunState], queue: deque, config:
         if info["engine_served_before"]:  # listed before record_shard saves the manifest
             note_reused(state.manifest, "engines", [info["worker"]])
         driver.record_shard(state, task.index, rows, report, seconds, written_by=info)
+        if not state.missing:  # finished now, not at the job's end: a job killed later keeps this run whole
+            driver.finish_run(state)
         done += 1
         rate = done / (time.perf_counter() - start)
         print(

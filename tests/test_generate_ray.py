@@ -1,6 +1,6 @@
-"""The Ray backend with the tiny model: the driver killed and rerun with a worker killed mid-shard, vLLM actors
-on a local instance sized to their requests, the resource check, and `ray job submit` against a started
-cluster followed by a rerun with one λ more."""
+"""The Ray backend with the tiny model: a driver killed on a started cluster, the job resubmitted with `ray job
+submit` and one λ more while a worker is killed mid-shard; vLLM actors on a local instance sized to their
+requests; the resource check."""
 
 from __future__ import annotations
 
@@ -48,24 +48,18 @@ def settings(model, corpus, out, **overrides) -> dict:
     )
 
 
-@pytest.fixture(scope="module")
-def local_runs(tiny_model_dir, kgfact_small, tmp_path_factory):
-    """The local reference: λ 0.5 and 0.3 (one job, one engine)."""
-    out = tmp_path_factory.mktemp("local")
-    return Generator(GenerateConfig(**settings(tiny_model_dir, kgfact_small, out, lam=[0.5, 0.3]))).run_all()
-
-
 LOGPROBS = ("expert_logprobs", "naive_logprobs")
 
 
-KILL_SETTINGS = dict(max_new_tokens=24, shard_size=4)  # 23 small shards: time to kill something mid-run
+KILL_SETTINGS = dict(shard_size=4)  # 23 small shards per λ: work left to kill something in the middle of
 
 
 @pytest.fixture(scope="module")
-def local_small_shards(tiny_model_dir, kgfact_small, tmp_path_factory):
-    out = tmp_path_factory.mktemp("local-small")
-    (run,) = Generator(GenerateConfig(**settings(tiny_model_dir, kgfact_small, out, **KILL_SETTINGS))).run_all()
-    return run
+def local_runs(tiny_model_dir, kgfact_small, tmp_path_factory):
+    """The local reference: λ 0.5, 0.3 and 0.7 (one job, one engine)."""
+    out = tmp_path_factory.mktemp("local")
+    config = settings(tiny_model_dir, kgfact_small, out, lam=[0.5, 0.3, 0.7], **KILL_SETTINGS)
+    return Generator(GenerateConfig(**config)).run_all()
 
 
 def _same_rows(ours: list[dict], theirs: list[dict]) -> None:
@@ -110,37 +104,6 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
         if predicate(lines):
             return lines
     raise AssertionError("condition not reached:\n" + "".join(lines[-40:]))
-
-
-def test_killed_driver_resumes_and_a_killed_worker_is_replaced(
-    tiny_model_dir, kgfact_small, local_small_shards, cluster, tmp_path
-):
-    """The driver killed mid-run, then the same command again, in which a worker is killed mid-shard: the
-    rerun reuses what the first run wrote, redoes the dead worker's shard, and the rows equal a local run."""
-    config = settings(tiny_model_dir, kgfact_small, tmp_path, **KILL_SETTINGS)
-    args = cli_flags(config) + ["--num_workers", "2"]
-    process = _cli(args, cluster)
-    try:
-        _wait_for(process, lambda ls: sum("train-0" in line for line in ls) >= 3)
-    finally:
-        process.kill_group()  # the driver: the cluster ends the actors it owned
-    run_dir = Path(tmp_path) / local_small_shards.name
-    partial = read_manifest(run_dir)
-    assert not partial["complete"] and 3 <= len(partial["shards"]) < 23
-
-    again = _cli(args, cluster)
-    try:
-        lines = _wait_for(again, lambda ls: sum("is pid" in line for line in ls) == 2)
-        victim = int(next(line for line in lines if "worker 1 is pid" in line).split()[-1])
-        _wait_for(again, lambda ls: any("train-0" in line for line in ls))
-        os.kill(victim, signal.SIGKILL)
-    finally:
-        rest = _finish(again)
-    assert again.returncode == 0, rest[-3000:]
-    assert "worker 1 died during shard" in rest
-    manifest = read_manifest(run_dir)
-    assert manifest["complete"] and set(manifest["reused"]["shards"]) >= {s["file"] for s in partial["shards"]}
-    _same_shards(run_dir, local_small_shards)
 
 
 @pytest.mark.vllm
@@ -219,9 +182,9 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A Ray cluster (head node only, 2 CPUs) that the tests' drivers join, as jobs on a real cluster do:
-    starting a local instance per run would cost every test 5 s of Ray start and 3 s of shutdown.
-    (`test_vllm_workers_on_a_local_instance_…` keeps the CLI's own local instance.)"""
+    """A Ray cluster (head node only, 2 CPUs, a job server) that drivers join, as jobs on a real cluster do,
+    and that outlives each of them. (`test_vllm_workers_on_a_local_instance_…` keeps the CLI's own local
+    instance.)"""
     bin_dir = Path(sys.executable).parent
     # The interpreter running the tests is the one the cluster's `python` must be (as on a real cluster,
     # where every node has the project installed). Auth off: a throwaway cluster on the loopback only.
@@ -268,53 +231,59 @@ def cluster():
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_writes_the_same_rows_and_a_rerun_adds_only_a_new_lambda(
-    tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path, monkeypatch
+def _stamps(run_dir: Path) -> list[int]:
+    return [p.stat().st_mtime_ns for p in sorted(run_dir.iterdir())]
+
+
+def test_a_killed_job_resubmitted_resumes_replaces_a_killed_worker_and_adds_a_new_lambda(
+    tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path
 ):
-    """`ray job submit -- python -m generate … --ray_address auto` against a started cluster: the project is
-    uploaded as the job's working directory, the driver joins the cluster, and the runs hold the same rows as
-    the local runs, written by both workers, the λ 0.3 shards by engines that had served λ 0.5. Then, from
-    this process, the same job with one λ more: the finished runs are skipped and left untouched, and the new
-    λ gets its own run directory."""
-    import ray
-
-    from generate.ray_runner import run_with_ray
-
-    config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3])
-    submit = [
-        str(Path(sys.executable).parent / "ray"),
-        "job",
-        "submit",
-        "--address",
-        cluster.dashboard,
-        "--working-dir",
-        str(ROOT),
-        "--",
-        "python",
-        "-m",
-        "generate",
-        *cli_flags(config),
-        "--ray_address",
-        "auto",
-        "--num_workers",
-        "2",
-    ]
-    done = subprocess.run(submit, env=cluster.env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "succeeded" in done.stdout + done.stderr
-    runs = [tmp_path / local_dir.name for local_dir in local_runs]
-    for ray_dir, local_dir in zip(runs, local_runs):
-        _same_shards(ray_dir, local_dir)
-    assert read_manifest(runs[1])["reused"]["engines"]  # the λ 0.3 shards came from engines that had served λ 0.5
-    assert {s["written_by"]["worker"] for m in map(read_manifest, runs) for s in m["shards"]} == {0, 1}
-
-    stamps = [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())]
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    """A driver joined to a cluster is killed once λ 0.5's run is finished and λ 0.3's begun; then the job is
+    submitted again with one λ more (`ray job submit -- python -m generate … --ray_address auto`, the project
+    uploaded as its working directory), and a worker is killed mid-shard. The finished run is left untouched,
+    λ 0.3 reuses what the first driver wrote, the dead worker's shard is redone by a fresh actor, λ 0.7 gets
+    its own run directory from engines that had served λ 0.3, and every run's rows equal the local runs'.
+    (One test, not three: each round of actor starts costs ~8 s of imports on two cores.)"""
+    config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3], **KILL_SETTINGS)
+    finished, partial, new = (tmp_path / local.name for local in local_runs)
+    first = _cli(cli_flags(config) + ["--num_workers", "2"], cluster)
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
-        more = GenerateConfig(**config | {"lam": [0.5, 0.3, 0.7]}, ray=True, num_workers=2)
-        *again, new = run_with_ray(more)
+        _wait_for(
+            first,
+            lambda ls: (
+                any(line.startswith(f"{finished}: 90 rows") for line in ls)
+                and any(f"{partial.name}/train-" in line for line in ls)
+            ),
+        )
     finally:
-        ray.shutdown()
-    assert again == runs and new not in runs and read_manifest(new)["complete"]
-    assert [p.stat().st_mtime_ns for r in runs for p in sorted(r.iterdir())] == stamps  # nothing rewritten
+        first.kill_group()  # the driver: the cluster ends the actors it owned
+    assert read_manifest(finished)["complete"]
+    begun = read_manifest(partial)
+    assert not begun["complete"] and 1 <= len(begun["shards"]) < 23
+    stamps = _stamps(finished)
+
+    more = config | {"lam": [0.5, 0.3, 0.7]}
+    job = ["--", "python", "-m", "generate", *cli_flags(more), "--ray_address", "auto", "--num_workers", "2"]
+    submit = processes.start(  # `ray job submit …`: the `ray` command's own module, run as the command runs it
+        "ray.scripts.scripts",
+        ["job", "submit", "--address", cluster.dashboard, "--working-dir", str(ROOT), *job],
+        cluster.env,
+        merge_output=True,
+    )
+    try:
+        lines = _wait_for(submit, lambda ls: sum("is pid" in line for line in ls) == 2)
+        victim = int(next(line for line in lines if "worker 1 is pid" in line).split()[-1])
+        _wait_for(submit, lambda ls: any("ray: [" in line for line in ls))
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        output = _finish(submit)
+    assert submit.returncode == 0 and "succeeded" in output, output[-3000:]
+    assert f"{finished}: complete, nothing to do" in output and _stamps(finished) == stamps
+    assert "worker 1 died during shard" in output
+    resumed = read_manifest(partial)
+    assert resumed["complete"] and set(resumed["reused"]["shards"]) >= {s["file"] for s in begun["shards"]}
+    assert read_manifest(new)["reused"]["engines"]  # λ 0.7's shards came from engines that had served λ 0.3
+    written_by = {s["written_by"]["worker"] for r in (partial, new) for s in read_manifest(r)["shards"]}
+    assert {0, 2} <= written_by  # worker 2: the fresh actor that took worker 1's place
+    for ray_dir, local_dir in zip((finished, partial, new), local_runs):
+        _same_shards(ray_dir, local_dir)
