@@ -43,3 +43,12 @@ def kgfact_short(tmp_path_factory):
     out = tmp_path_factory.mktemp("kgfact-short")
     write(KGFactConfig(out=str(out), size="small", seed=0, distractors=3))
     return out
+
+
+@pytest.fixture(scope="session")
+def kgfact_few(kgfact_small, tmp_path_factory):
+    """The first 16 training questions of KGFact-small: for tests whose cost is per row and whose point is
+    not the corpus (process layouts: tensor parallelism, Ray actors)."""
+    out = tmp_path_factory.mktemp("kgfact-few") / "train.jsonl"
+    out.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:16]))
+    return out

@@ -108,14 +108,15 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
 
 @pytest.mark.vllm
 def test_vllm_workers_on_a_local_instance_sized_to_their_requests_match_the_reference(
-    tiny_model_dir, kgfact_small, tmp_path
+    tiny_model_dir, kgfact_small, kgfact_few, tmp_path
 ):
     """Two actors, each with its own in-process vLLM engine and the paired processor, on the CLI's own local
     Ray instance: at temperature 0 in float32 their targets equal the transformers reference backend's. Each
     asks for 1.5 CPUs on this 2-core machine, so the instance must be sized to the requests (3 CPUs): once it
     had one CPU per worker, and a worker asking for more waited forever."""
     pytest.importorskip("vllm")
-    common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=45)
+    common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=8)
+    common["corpus"] = str(kgfact_few)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
     vllm_settings = {
         "out": str(tmp_path / "ray"),
@@ -134,7 +135,7 @@ def test_vllm_workers_on_a_local_instance_sized_to_their_requests_match_the_refe
     manifest = read_manifest(run_dir)
     assert {s["written_by"]["worker"] for s in manifest["shards"]} == {0, 1}  # both engines served
     ours, theirs = read_rows(run_dir), read_rows(local)
-    assert [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == [
+    assert len(ours) == 16 and [(r["example_id"], r["target_ids"], r["source"]) for r in ours] == [
         (r["example_id"], r["target_ids"], r["source"]) for r in theirs
     ]
 

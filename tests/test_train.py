@@ -154,10 +154,17 @@ def test_killed_training_resumes_to_identical_weights(tiny_model_dir, sft_run, t
     assert other.returncode == 2 and "trained with other settings (lr)" in other.stderr
 
 
-def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
+@pytest.fixture(scope="module")
+def one_process_run(tiny_model_dir, sft_run, tmp_path_factory) -> Path:
+    """Four steps in one process, checkpoints at steps 2 and 4: what DDP and FSDP on two must reproduce."""
+    out = tmp_path_factory.mktemp("one-process") / "out"
+    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, out, "--max_steps", "4", "--save_every", "2")))
+    return out
+
+
+def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, one_process_run, tmp_path):
     """The one test that goes through `torchrun` itself; the other multi-process tests fork their ranks with
     the same environment (tests/processes.py), which saves an interpreter start and imports per rank."""
-    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "one", "--max_steps", "4")))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train"]
     _ok(
         subprocess.run(
@@ -167,9 +174,9 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, tmp_path):
             timeout=300,
         )
     )
-    a, b = weights(tmp_path / "one" / "step-000004"), weights(tmp_path / "two" / "step-000004")
+    a, b = weights(one_process_run / "step-000004"), weights(tmp_path / "two" / "step-000004")
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
-    la, lb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    la, lb = metrics(one_process_run), metrics(tmp_path / "two")
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(la, lb)) and len(la) == len(lb) == 4
 
 
@@ -372,9 +379,8 @@ def fsdp_run(tiny_model_dir, sft_run, tmp_path_factory) -> Path:
     return out
 
 
-def test_fsdp_on_two_processes_matches_one(tiny_model_dir, sft_run, fsdp_run, tmp_path):
-    _ok(processes.run("train", _cli_args(tiny_model_dir, sft_run, tmp_path / "one", *FSDP_STEPS[:4])))
-    a, b = weights(tmp_path / "one" / "step-000004"), weights(fsdp_run / "step-000004")
+def test_fsdp_on_two_processes_matches_one(one_process_run, fsdp_run):
+    a, b = weights(one_process_run / "step-000004"), weights(fsdp_run / "step-000004")
     assert sorted(a) == sorted(b)
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     state = torch.load(fsdp_run / "step-000004" / "trainer_state.pt", weights_only=True)

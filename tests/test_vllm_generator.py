@@ -43,7 +43,7 @@ def vllm_engine(tiny_model_dir, tokenizer):
 
 @pytest.fixture(scope="session")
 def cramped_engine(tiny_model_dir, tokenizer, vllm_engine):
-    """24 KV blocks of 128 tokens: too few for 48 pairs of ~130 tokens, so the scheduler preempts and splits
+    """24 KV blocks of 128 tokens: too few for 24 pairs of ~130 tokens, so the scheduler preempts and splits
     pairs. Session-scoped on purpose: tearing a vLLM engine down resets process-global state that the other
     engine still uses."""
     from generate.vllm_engine import EngineSettings, VLLMPairedEngine
@@ -225,7 +225,7 @@ def test_top_k_top_p_mixture_in_the_engine(vllm_engine, tokenizer, reference_mod
 
 
 def test_forced_splits_are_recovered_identically(tokenizer, vllm_engine, cramped_engine):
-    jobs = simple_jobs(tokenizer, 48, lam=0.5, temperature=1.0, max_tokens=96)
+    jobs = simple_jobs(tokenizer, 24, lam=0.5, temperature=1.0, max_tokens=96)
     expected = vllm_engine.decode(jobs)
     results = cramped_engine.decode(jobs)
     assert cramped_engine.stats.splits >= cramped_engine.stats.recovered > 0
@@ -261,7 +261,7 @@ def test_vllm_run_rows_match_reference_run(vllm_engine, tiny_model_dir, kgfact_s
             assert max((abs(p - q) for p, q in zip(x["naive_logprobs"], y["naive_logprobs"])), default=0) < 1e-3
 
 
-def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact_small, tmp_path):
+def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact_few, tmp_path):
     """`--tensor_parallel_size 2`: vLLM's own worker processes each hold half of every layer (here two CPU
     processes, one core each), while the engine core and its paired processor stay in-process; the rows equal
     the reference backend's. Run as a CLI subprocess: a second distributed setup cannot share this process."""
@@ -274,12 +274,12 @@ def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact
         pytest.skip("two CPU workers need two cores")
     common = dict(
         model=str(tiny_model_dir),
-        corpus=str(kgfact_small / "train.jsonl"),
+        corpus=str(kgfact_few),
         dtype="float32",
         lam=[0.5],
         temperature=0.0,
         max_new_tokens=12,
-        shard_size=45,
+        shard_size=8,
         max_model_len=256,
         progress=False,
     )
