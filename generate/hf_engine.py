@@ -49,13 +49,14 @@ class HFPairedEngine:
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
         decoder = KVDecoder(self.model, prompts)
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
+        experts = torch.arange(pairs, device=self.device)  # pair i: row i (expert) and row pairs + i (naive)
         results = [PairResult() for _ in jobs]
         active = [True] * pairs
         step, longest = 0, max(j.max_tokens for j in jobs)
         while any(active) and step < longest:
             logits = decoder.logits
             tokens, _ = mix_step(
-                logits[:pairs], logits[pairs:], settings, torch.full((pairs,), step, device=self.device)
+                logits, experts, experts + pairs, settings, torch.full((pairs,), step, device=self.device)
             )
             expert_lp = torch.log_softmax(logits[:pairs], -1).gather(1, tokens[:, None]).squeeze(1)
             naive_lp = torch.log_softmax(logits[pairs:], -1).gather(1, tokens[:, None]).squeeze(1)

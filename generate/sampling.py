@@ -88,22 +88,26 @@ def _filtered_sample(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Ten
 
 
 def mix_step(
-    expert_logits: torch.Tensor,
-    naive_logits: torch.Tensor,
+    logits: torch.Tensor,
+    expert_rows: torch.Tensor,
+    naive_rows: torch.Tensor,
     settings: PairSettings,
     position: torch.Tensor,
     any_sampled: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token, from_expert) per pair at target `position`: the naive draw with probability λ.
+    """(token, from_expert) per pair at target `position`: the naive stream's draw with probability λ, else the
+    expert's. Pair i's two conditionals are rows `expert_rows[i]` and `naive_rows[i]` of `logits`.
+
+    Only the stream the coin picked is drawn from: both members continue from the mixed token, so the other
+    draw would be thrown away (half the sampling work at temperature > 0). Each stream keeps its own
+    uniforms, so the token is the one a draw from both streams would have picked.
     `any_sampled=False` (every pair at temperature 0) skips hashing the uniforms no argmax needs."""
     args = (settings.seed, settings.key, settings.sample, position)
     coin = uniforms(*args, Stream.COIN)
-    u_expert = uniforms(*args, Stream.EXPERT) if any_sampled else coin
-    u_naive = uniforms(*args, Stream.NAIVE) if any_sampled else coin
-    expert = draw(expert_logits, settings.temperature, settings.top_k, settings.top_p, u_expert)
-    naive = draw(naive_logits, settings.temperature, settings.top_k, settings.top_p, u_naive)
     from_expert = coin >= settings.lam
-    return torch.where(from_expert, expert, naive), from_expert
+    u = torch.where(from_expert, uniforms(*args, Stream.EXPERT), uniforms(*args, Stream.NAIVE)) if any_sampled else coin
+    rows = torch.where(from_expert, expert_rows, naive_rows)
+    return draw(logits[rows], settings.temperature, settings.top_k, settings.top_p, u), from_expert
 
 
 def sources(seed: int, key: int, sample: int, lam: float, length: int) -> list[int]:

@@ -142,7 +142,7 @@ class PairedMixProcessor(LogitsProcessor):
         # Members whose outputs differ in length are out of step: leave them alone, the driver recovers them.
         in_step = expert_len == naive_len
         tokens, _ = mix_step(
-            logits[plan.expert_rows], logits[plan.naive_rows], plan.settings, plan.offset + expert_len, plan.any_sampled
+            logits, plan.expert_rows, plan.naive_rows, plan.settings, plan.offset + expert_len, plan.any_sampled
         )
         rows = torch.cat([plan.expert_rows[in_step], plan.naive_rows[in_step]])
         chosen = tokens[in_step].repeat(2)
