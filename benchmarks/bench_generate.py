@@ -164,7 +164,7 @@ def measure_rates(paired, tokenizer, prompts, pairs: int, tokens: int, runs: int
         jobs = make_jobs(tokenizer, pairs, tokens, temperature, top_k, top_p)
         for logprobs in (False, True):
             paired.settings.logprobs = logprobs
-            for _ in range(runs):
+            for run in range(runs):
                 plain_s = plain_decode(paired.engine, prompts, tokens, logprobs, temperature, top_k, top_p)
                 rates.setdefault(("plain", temperature, logprobs), []).append(sequence_tokens / plain_s)
                 start = time.perf_counter()
@@ -172,6 +172,11 @@ def measure_rates(paired, tokenizer, prompts, pairs: int, tokens: int, runs: int
                 mixsd_s = time.perf_counter() - start
                 rates.setdefault(("mixsd", temperature, logprobs), []).append(sequence_tokens / mixsd_s)
                 assert all(len(r.tokens) == tokens for r in results)
+                print(  # progress: one line per run of each setting (a SmolLM2 table takes ~11 minutes here)
+                    f"T {temperature:g}, logprobs {'on' if logprobs else 'off'}, run {run + 1}/{runs}: plain "
+                    f"{sequence_tokens / plain_s:,.0f}, MixSD {sequence_tokens / mixsd_s:,.0f} tokens/s",
+                    flush=True,
+                )
     return rates
 
 
