@@ -181,7 +181,7 @@ class Evaluator:
         settings.gpu_memory_utilization, settings.enforce_eager = config.gpu_memory_utilization, eager
         return settings
 
-    # --- the base model's side, once ---------------------------------------------------------------------
+    # --- replies of the model the backend holds (the base model's, then each evaluated model's) ---------
     def _replies(self, phase: str, scored: list[int] | None = None) -> list[Reply]:
         """The current model's replies to the items at `scored` (all items when None)."""
         scored = list(range(len(self.items))) if scored is None else scored
@@ -198,6 +198,7 @@ class Evaluator:
             Reply(item, text, scoring.item_correct(text, item.answers, item.rule)) for item, text in zip(items, texts)
         ]
 
+    # --- the base model's side, once ---------------------------------------------------------------------
     def _drift_reference(self) -> drift.DriftReference:
         prompts = [chat_ids(self.tokenizer, p) for p in DRIFT_PROMPTS]
         continuations = self.backend.generate(prompts, self.config.drift_tokens)
