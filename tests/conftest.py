@@ -49,6 +49,6 @@ def kgfact_short(tmp_path_factory):
 def kgfact_few(kgfact_small, tmp_path_factory):
     """The first 16 training questions of KGFact-small: for tests whose cost is per row and whose point is
     not the corpus (process layouts: tensor parallelism, Ray actors)."""
-    out = tmp_path_factory.mktemp("kgfact-few") / "train.jsonl"
-    out.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:16]))
-    return out
+    from tests.generate_helpers import first_records
+
+    return first_records(kgfact_small / "train.jsonl", 16, tmp_path_factory.mktemp("kgfact-few") / "train.jsonl")

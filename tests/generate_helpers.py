@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
 from generate.pairs import PairJob
+
+
+def first_records(corpus: Path, count: int, out: Path) -> Path:
+    """`out`: the first `count` records of the JSONL file `corpus` (a small corpus for a test's own run)."""
+    out.write_text("".join(corpus.read_text().splitlines(keepends=True)[:count]))
+    return out
 
 
 def simple_jobs(

@@ -16,6 +16,7 @@ from mixsd.cli import run_cli
 from mixsd.debug_model import DebugModelConfig, write_debug_model
 from mixsd.errors import UserError
 from mixsd.models import ModelLoadError, load_tokenizer
+from tests.generate_helpers import first_records
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"id": "a", "question": "Q?", "answer": "A", "clear_answer": "A"}
@@ -120,8 +121,7 @@ def test_retrained_model_at_the_same_path_is_a_new_model(tiny_model_dir, kgfact_
     from generate.runner import Generator
 
     model = write_debug_model(tmp_path / "model", DebugModelConfig(seed=1))
-    corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
+    corpus = first_records(kgfact_small / "train.jsonl", 4, tmp_path / "c.jsonl")
     config = GenerateConfig(
         model=str(model),
         corpus=str(corpus),

@@ -20,6 +20,7 @@ from generate.runner import Generator
 from mixsd.checkpoints import checkpoints
 from mixsd.run_format import RunFormatError
 from tests import processes
+from tests.generate_helpers import first_records
 from train.config import TrainConfig
 from train.data import IGNORE, DataError
 from train.opsd import reverse_kl
@@ -183,8 +184,7 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, one_process_r
 def test_opsd_under_ddp_and_fsdp_matches_one_process(tiny_model_dir, kgfact_small, tmp_path):
     """OPSD with 2 processes, DDP or FSDP (each micro-batch's rollouts, forward and backward inside no_sync),
     gives the weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
-    corpus = tmp_path / "eight.jsonl"
-    corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:8]))
+    corpus = first_records(kgfact_small / "train.jsonl", 8, tmp_path / "eight.jsonl")
     (shards,) = Generator(
         GenerateConfig(
             model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"), method="sft", progress=False
@@ -272,8 +272,7 @@ def test_opsd_trains_towards_the_expert(tiny_model_dir, kgfact_small, tmp_path):
     from train.data import load_examples
     from train.opsd import sample
 
-    corpus = tmp_path / "four.jsonl"
-    corpus.write_text("".join((kgfact_small / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
+    corpus = first_records(kgfact_small / "train.jsonl", 4, tmp_path / "four.jsonl")
     (shards,) = Generator(
         GenerateConfig(
             model=str(tiny_model_dir), corpus=str(corpus), out=str(tmp_path / "g"), method="sft", progress=False
