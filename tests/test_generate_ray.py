@@ -31,11 +31,12 @@ pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def settings(model, corpus, out, **overrides) -> dict:
+def settings(model, corpus: Path, out, **overrides) -> dict:
+    """`python -m generate` settings for a corpus file (JSONL)."""
     return (
         dict(
             model=str(model),
-            corpus=str(corpus / "train.jsonl"),
+            corpus=str(corpus),
             out=str(out),
             lam=[0.5],
             temperature=1.0,
@@ -59,7 +60,7 @@ KILL_SETTINGS = dict(shard_size=4)  # 23 small shards per λ: work left to kill 
 def local_runs(tiny_model_dir, kgfact_small, tmp_path_factory):
     """The local reference: λ 0.5, 0.3 and 0.7 (one job, one engine)."""
     out = tmp_path_factory.mktemp("local")
-    config = settings(tiny_model_dir, kgfact_small, out, lam=[0.5, 0.3, 0.7], **KILL_SETTINGS)
+    config = settings(tiny_model_dir, kgfact_small / "train.jsonl", out, lam=[0.5, 0.3, 0.7], **KILL_SETTINGS)
     return Generator(GenerateConfig(**config)).run_all()
 
 
@@ -109,15 +110,14 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
 
 @pytest.mark.vllm
 def test_vllm_workers_on_a_local_instance_sized_to_their_requests_match_the_reference(
-    tiny_model_dir, kgfact_small, kgfact_few, tmp_path
+    tiny_model_dir, kgfact_few, tmp_path
 ):
     """Two actors, each with its own in-process vLLM engine and the paired processor, on the CLI's own local
     Ray instance: at temperature 0 in float32 their targets equal the transformers reference backend's. Each
     asks for 1.5 CPUs on this 2-core machine, so the instance must be sized to the requests (3 CPUs): once it
     had one CPU per worker, and a worker asking for more waited forever."""
     pytest.importorskip("vllm")
-    common = settings(tiny_model_dir, kgfact_small, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=8)
-    common["corpus"] = str(kgfact_few)
+    common = settings(tiny_model_dir, kgfact_few, tmp_path / "x", lam=[0.5], temperature=0.0, shard_size=8)
     (local,) = Generator(GenerateConfig(**common | {"out": str(tmp_path / "local")})).run_all()
     vllm_settings = {
         "out": str(tmp_path / "ray"),
@@ -247,7 +247,7 @@ def test_a_killed_job_resubmitted_resumes_replaces_a_killed_worker_and_adds_a_ne
     actor takes its place), λ 0.7 gets its own run directory from engines that had served λ 0.3, and every
     run's rows equal the local runs'.
     (One test, not three: each round of actor starts costs ~8 s of imports on two cores.)"""
-    config = settings(tiny_model_dir, kgfact_small, tmp_path, lam=[0.5, 0.3], **KILL_SETTINGS)
+    config = settings(tiny_model_dir, kgfact_small / "train.jsonl", tmp_path, lam=[0.5, 0.3], **KILL_SETTINGS)
     finished, partial, new = (tmp_path / local.name for local in local_runs)
     first = _cli(cli_flags(config) + ["--num_workers", "2"], cluster)
     try:
