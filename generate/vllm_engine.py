@@ -15,9 +15,16 @@ from __future__ import annotations
 
 import os
 
-# The in-process engine is what keeps pairs together; V2's model runner has another processor interface.
-os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+
+def _require_in_process_v1_engine() -> None:
+    """The in-process engine is what keeps pairs together; V2's model runner has another processor interface.
+    Set on import (before vLLM reads its environment) and again by each engine: a process forked after the
+    import with a fresh environment (a fork server's child) would otherwise start a multiprocess engine."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+
+
+_require_in_process_v1_engine()
 
 import itertools  # noqa: E402
 from collections import deque  # noqa: E402
@@ -232,6 +239,7 @@ class VLLMPairedEngine:
         if settings.max_num_seqs % 2:
             raise ValueError(f"max_num_seqs must be even (pairs are admitted whole), got {settings.max_num_seqs}")
         check_vllm_version(vllm.__version__, settings.allow_untested_vllm)
+        _require_in_process_v1_engine()
         self.settings = settings
         self.stop_token_ids = list(stop_token_ids)
         args = EngineArgs(
