@@ -75,11 +75,14 @@ demo: install base corpus
 reproduce: install base
 	$(PY) -m reproduce --config configs/reproduce.yaml
 
-# Lint and format check first (seconds), then the tests.
+# Lint and format check first (seconds), then the tests on TEST_WORKERS pytest workers: most tests run in one
+# process on one core, so two workers keep two cores busy; tests that start processes on every core (Ray, tensor
+# parallelism, DDP) share one worker (tests/processes.py, EVERY_CORE). TEST_WORKERS=0: one process, in order.
+TEST_WORKERS ?= 2
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) tests
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests

@@ -9,6 +9,11 @@ import pytest
 
 # Weight hashes are remembered in a per-user cache; the tests keep theirs apart (and every subprocess inherits it).
 os.environ.setdefault("MIXSD_CACHE", tempfile.mkdtemp(prefix="mixsd-test-cache-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: each keeps to one thread, and vLLM's CPU backend must not pin
+    # its threads to every core (two processes spinning on the same pinned cores run several times slower).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
 
 from mixsd.debug_model import DebugModelConfig, write_debug_model
 

@@ -20,6 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
+# For tests that start processes keeping every core busy (Ray actors, tensor-parallel workers, ranks): under
+# `pytest -n 2 --dist loadgroup` they run one after another on one worker, beside the other worker's
+# one-process tests. Side by side, two of them would each wait on the other's processes.
+EVERY_CORE = pytest.mark.xdist_group("every-core")
+
 # What the stages import (not the modules run as __main__: runpy warns when one is already imported).
 PRELOAD = [
     "torch",

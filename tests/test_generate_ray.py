@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from generate.shards import read_manifest
 from mixsd.run_format import read_rows, shard_name
 from tests import processes
 from tests.generate_helpers import cli_flags
+from tests.processes import EVERY_CORE
 
 pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +111,7 @@ def _wait_for(process: processes.ModuleProcess, predicate, timeout: float = 300)
 
 
 @pytest.mark.vllm
+@EVERY_CORE
 def test_vllm_workers_on_a_local_instance_sized_to_their_requests_match_the_reference(
     tiny_model_dir, kgfact_few, tmp_path
 ):
@@ -163,16 +166,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for_http(url: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    """Until a server answers at `url` (any HTTP status: it is up), while the head runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert head.poll() is None, head.communicate()[0][-3000:]
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+            with urllib.request.urlopen(url, timeout=5):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             time.sleep(0.2)  # polled often: the test waits on nothing else
-    raise AssertionError(f"no Ray dashboard at {url} after {timeout} s")
+    raise AssertionError(f"nothing answers at {url} after {timeout} s")
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ def cluster():
     # The interpreter running the tests is the one the cluster's `python` must be (as on a real cluster,
     # where every node has the project installed). Auth off: a throwaway cluster on the loopback only.
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    port, url = _free_port(), f"http://127.0.0.1:{_free_port()}"
+    port, url, agent_port = _free_port(), f"http://127.0.0.1:{_free_port()}", _free_port()
     # `--block` keeps the head in the foreground: stopping it stops this cluster only (`ray stop` would stop
     # every Ray cluster of the user on this machine). Its own temp dir (short: it holds Unix sockets) keeps
     # its address file away from other `ray.init()` calls, which would otherwise try to join it.
@@ -211,6 +217,8 @@ def cluster():
             "127.0.0.1",
             "--dashboard-port",
             url.rsplit(":", 1)[1],
+            "--dashboard-agent-listen-port",
+            str(agent_port),
             "--temp-dir",
             temp_dir,
         ],
@@ -221,7 +229,10 @@ def cluster():
         start_new_session=True,
     )
     try:
-        _wait_for_dashboard(url, head)
+        _wait_for_http(f"{url}/api/version", head)
+        # Jobs are submitted through the node's dashboard agent, which starts on its own time: with the other
+        # test worker busy, the job server refused a job ("No available agent"; it waits 10 s for one).
+        _wait_for_http(f"http://127.0.0.1:{agent_port}/", head)
         yield Cluster(f"127.0.0.1:{port}", url, env)
     finally:
         head.send_signal(signal.SIGTERM)  # the head stops the processes it started
@@ -237,6 +248,7 @@ def _stamps(run_dir: Path) -> list[int]:
     return [p.stat().st_mtime_ns for p in sorted(run_dir.iterdir())]
 
 
+@EVERY_CORE
 def test_a_killed_job_resubmitted_resumes_replaces_a_killed_worker_and_adds_a_new_lambda(
     tiny_model_dir, kgfact_small, local_runs, cluster, tmp_path
 ):

@@ -21,6 +21,7 @@ from mixsd.checkpoints import checkpoints
 from mixsd.run_format import RunFormatError
 from tests import processes
 from tests.generate_helpers import first_records
+from tests.processes import EVERY_CORE
 from train.config import TrainConfig
 from train.data import IGNORE, DataError
 from train.opsd import reverse_kl
@@ -163,6 +164,7 @@ def one_process_run(tiny_model_dir, sft_run, tmp_path_factory) -> Path:
     return out
 
 
+@EVERY_CORE
 def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, one_process_run, tmp_path):
     """The one test that goes through `torchrun` itself; the other multi-process tests fork their ranks with
     the same environment (tests/processes.py), which saves an interpreter start and imports per rank."""
@@ -181,6 +183,7 @@ def test_ddp_on_two_processes_matches_one(tiny_model_dir, sft_run, one_process_r
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(la, lb)) and len(la) == len(lb) == 4
 
 
+@EVERY_CORE
 def test_opsd_under_ddp_and_fsdp_matches_one_process(tiny_model_dir, kgfact_small, tmp_path):
     """OPSD with 2 processes, DDP or FSDP (each micro-batch's rollouts, forward and backward inside no_sync),
     gives the weights of 1 process: rollouts are keyed by example, not by rank or batch position."""
@@ -378,6 +381,7 @@ def fsdp_run(tiny_model_dir, sft_run, tmp_path_factory) -> Path:
     return out
 
 
+@EVERY_CORE
 def test_fsdp_on_two_processes_matches_one(one_process_run, fsdp_run):
     a, b = weights(one_process_run / "step-000004"), weights(fsdp_run / "step-000004")
     assert sorted(a) == sorted(b)
@@ -386,6 +390,7 @@ def test_fsdp_on_two_processes_matches_one(one_process_run, fsdp_run):
     assert state["optimizer"]["state"]  # the gathered, full optimizer state
 
 
+@EVERY_CORE
 def test_fsdp_resume_reproduces_the_run(tiny_model_dir, sft_run, fsdp_run):
     out = fsdp_run  # resumed in place: a run resumes only into its own directory, and ends as it was
     reference = weights(out / "step-000004")

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests import processes
 from tests.generate_helpers import chi2_critical, cli_flags, next_token_logprobs, simple_jobs
+from tests.processes import EVERY_CORE
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -261,6 +262,7 @@ def test_vllm_run_rows_match_reference_run(vllm_engine, tiny_model_dir, kgfact_s
             assert max((abs(p - q) for p, q in zip(x["naive_logprobs"], y["naive_logprobs"])), default=0) < 1e-3
 
 
+@EVERY_CORE
 def test_tensor_parallel_engine_writes_the_reference_rows(tiny_model_dir, kgfact_few, tmp_path):
     """`--tensor_parallel_size 2`: vLLM's own worker processes each hold half of every layer (here two CPU
     processes, one core each), while the engine core and its paired processor stay in-process; the rows equal
