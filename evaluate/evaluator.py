@@ -20,6 +20,8 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
+from mixsd.checkpoints import has_weights
+from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
 from mixsd.errors import UserError
 from mixsd.models import declared_dtype, load_tokenizer
@@ -49,6 +51,11 @@ def check_model(path: str) -> None:
         raise EvalError(f"{path}: no such model directory")
     if not (directory / "config.json").is_file():
         raise EvalError(f"{path}: not a model directory (no config.json)")
+    if (directory / PRUNED_FINGERPRINT_FILE).is_file() and not has_weights(directory):
+        raise EvalError(
+            f"{path}: its weights were deleted after it was scored ({PRUNED_FINGERPRINT_FILE}); scoring it with "
+            "other settings needs the run trained again"
+        )
     if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
         raise EvalError(f"{path}: not a model directory (no *.safetensors or *.bin weights)")
     try:

@@ -52,33 +52,44 @@ def stored(target: Path, config: EvalConfig, model: str, full: bool) -> dict | N
 
 def sweep(runs: list[str], config: EvalConfig) -> list[Path]:
     with output_lock(config.out, f"evaluation sweep {config.out}"):
-        return _sweep(runs, config)
+        return Sweep(config).score(runs)
 
 
-def _sweep(runs: list[str], config: EvalConfig) -> list[Path]:
-    out = Path(config.out)
-    plan = planned(runs, out, config.base)
-    todo = [(model, target, full) for model, target, full in plan if stored(target, config, model, full) is None]
-    light = sum(not full for *_, full in todo) if config.checkpoint_splits else 0
-    print(
-        f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings"
-        + (f"; {light} scored on {config.checkpoint_splits} and the probes only" if light else "")
-    )
-    if not todo:
-        return [target for _, target, _ in plan]
-    evaluator = Evaluator(config, models=len(todo))
-    start = time.perf_counter()
-    for done, (model, target, full) in enumerate(todo, start=1):
-        settings = settings_for(config, full)
-        metrics, records = evaluator.evaluate(model, None if settings is config else settings.splits)
-        write_result(target, settings, model, metrics, records)
-        rate = done / (time.perf_counter() - start)
+class Sweep:
+    """One evaluator for any number of `score` calls: the base model's side is computed once, when the first
+    model needs scoring. A pipeline that scores each run as soon as it is trained (python -m reproduce), to
+    delete weights it no longer needs, keeps one Sweep per output directory (and holds its lock)."""
+
+    def __init__(self, config: EvalConfig, models: int | None = None):
+        """`models`: how many models will be scored in all, for `--enforce_eager auto` (default: the first
+        call's count)."""
+        self.config, self.models, self.evaluator = config, models, None
+
+    def score(self, runs: list[str]) -> list[Path]:
+        """Scores the base model and every checkpoint of `runs` not already scored with these settings;
+        returns every result directory."""
+        config = self.config
+        plan = planned(runs, Path(config.out), config.base)
+        todo = [(model, target, full) for model, target, full in plan if stored(target, config, model, full) is None]
+        light = sum(not full for *_, full in todo) if config.checkpoint_splits else 0
         print(
-            f"[{done}/{len(todo)}] {summary_line(model, metrics)} | {rate * 60:.1f} models/min, "
-            f"ETA {(len(todo) - done) / rate:.0f} s",
-            flush=True,
+            f"{len(plan)} models, {len(plan) - len(todo)} already scored with these settings"
+            + (f"; {light} scored on {config.checkpoint_splits} and the probes only" if light else "")
         )
-    return [target for _, target, _ in plan]
+        if todo and self.evaluator is None:
+            self.evaluator = Evaluator(config, models=self.models or len(todo))
+        start = time.perf_counter()
+        for done, (model, target, full) in enumerate(todo, start=1):
+            settings = settings_for(config, full)
+            metrics, records = self.evaluator.evaluate(model, None if settings is config else settings.splits)
+            write_result(target, settings, model, metrics, records)
+            rate = done / (time.perf_counter() - start)
+            print(
+                f"[{done}/{len(todo)}] {summary_line(model, metrics)} | {rate * 60:.1f} models/min, "
+                f"ETA {(len(todo) - done) / rate:.0f} s",
+                flush=True,
+            )
+        return [target for _, target, _ in plan]
 
 
 def main_command(runs: str | list[str], config: str | None = None, **flags) -> None:

@@ -6,6 +6,7 @@ OUT/step-NNNNNN/          a checkpoint: a Hugging Face model directory (vLLM and
     trainer_state.pt      what resuming needs (optimizer, scheduler, RNG, data position); only in the last
                           `--keep_state_last` checkpoints when that is set (an optimizer state is 2× the weights)
     checkpoint.json       the config and versions that wrote this checkpoint, and its step
+    pruned_weights.json   only where the weights were deleted after scoring (`prune_weights`): their identity
 A checkpoint directory only gets its final name once complete, so a listed one is whole.
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from mixsd.atomic import write_json
+from mixsd.checksums import PRUNED_FINGERPRINT_FILE, WEIGHT_SUFFIXES, model_fingerprint
 
 RUN_INFO_FILE = "train_config.json"
 STATE_FILE = "trainer_state.pt"
@@ -53,3 +57,25 @@ def run_info(out: str | Path) -> dict | None:
     """OUT/train_config.json, or None where OUT is not a training run."""
     path = Path(out) / RUN_INFO_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prune_weights(directory: Path, keep_weights: bool = False) -> int:
+    """Frees a scored checkpoint's disk: deletes its resume state and, unless `keep_weights`, its weights,
+    leaving their fingerprint so that the results scored from them stay theirs. The fingerprint is written
+    before anything is deleted, so an interruption leaves either the weights or their record. Returns bytes
+    freed."""
+    directory = Path(directory)
+    doomed = [directory / STATE_FILE] if (directory / STATE_FILE).is_file() else []
+    if not keep_weights:
+        weights = [p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+        if weights:
+            write_json(directory / PRUNED_FINGERPRINT_FILE, model_fingerprint(directory))
+        doomed += weights
+    freed = sum(p.stat().st_size for p in doomed)
+    for path in doomed:
+        path.unlink()
+    return freed
+
+
+def has_weights(directory: Path) -> bool:
+    return any(p.suffix in WEIGHT_SUFFIXES for p in Path(directory).iterdir())

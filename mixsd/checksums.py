@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Left in a model directory whose weights were deleted to save disk (mixsd.checkpoints.prune_weights): the
+# identity the weights had, so results scored from them are still recognized as theirs.
+PRUNED_FINGERPRINT_FILE = "pruned_weights.json"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -51,6 +54,8 @@ def model_fingerprint(model: str | os.PathLike) -> dict[str, Any]:
     if not root.is_dir():
         return {"hub_id": str(model)}
     weights = sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not weights and (root / PRUNED_FINGERPRINT_FILE).is_file():
+        return json.loads((root / PRUNED_FINGERPRINT_FILE).read_text())
     config = root / "config.json"
     return {
         "config_sha256": cached_file_sha256(config) if config.exists() else None,

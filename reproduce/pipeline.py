@@ -10,10 +10,14 @@ project's own commands, each reusing what a previous run finished (so the whole 
    checkpoints is within `lr_tolerance` of the best any rate reached. It never reads a retention probe;
 4. training every seed at that rate, and evaluating every checkpoint with every probe;
 5. the summary (`summary.py`): mean and 95% interval over seeds per method, and the figures.
+Runs are scored as soon as a method's are trained, so that with `prune` (default) the weights no longer needed
+are deleted as the work goes (a 40-step run is ~3 GB in float32): the candidates not chosen, and every
+checkpoint but each final run's last. Their results stay, recognized by the weights' recorded fingerprints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -23,9 +27,10 @@ import yaml
 
 from mixsd import config as cfg
 from mixsd.atomic import write_json
-from mixsd.checkpoints import checkpoints
+from mixsd.checkpoints import checkpoints, prune_weights
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import ConfigError
+from mixsd.lock import output_lock
 
 CORPUS_KINDS = ("kgfact", "kgfunc")
 
@@ -40,6 +45,7 @@ class ReproduceConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
     lr_tolerance: float = 0.02  # train accuracy within this of the best rate's counts as reaching it
+    prune: bool = True  # delete scored weights no longer needed (module docstring); false keeps every checkpoint
 
     def __post_init__(self):
         unknown = sorted(set(self.corpora) - set(CORPUS_KINDS))
@@ -90,16 +96,19 @@ class Reproduction:
         return cfg.load(cls, self.config_path, section, **{k: v for k, v in values.items() if k in fields})
 
     def run(self) -> list[Path]:
-        """Every corpus's runs, trained and evaluated; one evaluator per corpus and kind of sweep, so the base
-        model's side (its answers, drift reference, Fisher diagonal) is computed once per corpus."""
+        """Every corpus's runs, trained and evaluated. One evaluator per corpus and kind of scoring, so the
+        base model's side (its answers, drift reference, Fisher diagonal) is computed once per corpus."""
         trained = []
         for corpus in self.settings.corpora:
             corpus_dir = self.corpus(corpus)
             cells = [Cell(corpus, method, Path(self.settings.out) / corpus) for method in self.settings.methods]
             rates = self.learning_rates(cells, corpus_dir)
-            runs = [self.train(c, corpus_dir, rates[c.method], seed) for c in cells for seed in self.settings.seeds]
-            self.evaluate(corpus, corpus_dir, runs, probes=True)
-            trained += runs
+            with self.scorer(corpus, corpus_dir, probes=True) as scorer:
+                for cell in cells:
+                    runs = [self.train(cell, corpus_dir, rates[cell.method], seed) for seed in self.settings.seeds]
+                    scorer.score([str(r) for r in runs])
+                    self.prune(runs, keep_last_weights=True)
+                    trained += runs
         return trained
 
     # --- stages ---------------------------------------------------------------------------------------
@@ -154,9 +163,11 @@ class Reproduction:
             train(settings)
         return out
 
-    def evaluate(self, corpus: str, corpus_dir: Path, runs: list[Path], probes: bool) -> Path:
+    @contextlib.contextmanager
+    def scorer(self, corpus: str, corpus_dir: Path, probes: bool):
+        """A sweep of OUT/<corpus>/eval (every probe) or eval-train-split (the train split alone), locked."""
         from evaluate.config import EvalConfig
-        from evaluate.sweep import sweep
+        from evaluate.sweep import Sweep
 
         out = Path(self.settings.out) / corpus / ("eval" if probes else "eval-train-split")
         splits = {} if probes else {"splits": ["train"]}
@@ -170,8 +181,19 @@ class Reproduction:
             probes=probes,
             **splits,
         )
-        sweep([str(r) for r in runs], settings)
-        return out
+        with output_lock(out, f"evaluation sweep {out}"):
+            yield Sweep(settings)
+
+    def prune(self, runs: list[Path], keep_last_weights: bool) -> None:
+        """Every checkpoint's resume state, and its weights unless it is a run's last and `keep_last_weights`."""
+        if not self.settings.prune:
+            return
+        freed = 0
+        for run in runs:
+            found = checkpoints(run)
+            freed += sum(prune_weights(step, keep_last_weights and step == found[-1]) for step in found)
+        if freed:
+            print(f"reproduce: {freed / 2**30:.1f} GiB of scored weights deleted ({len(runs)} runs)", flush=True)
 
     def learning_rates(self, cells: list[Cell], corpus_dir: Path) -> dict[str, float]:
         """The rule in the module docstring, per method; the choices and every candidate's score go to
@@ -180,18 +202,21 @@ class Reproduction:
         if len(grid) == 1:
             return {c.method: grid[0] for c in cells}
         seed = self.settings.seeds[0]
-        candidates = {(c.method, lr): self.train(c, corpus_dir, lr, seed) for c in cells for lr in grid}
-        eval_dir = self.evaluate(cells[0].corpus, corpus_dir, list(candidates.values()), probes=False)
         choices = {}
-        for cell in cells:
-            best = {lr: max(_train_accuracies(eval_dir, candidates[cell.method, lr])) for lr in grid}
-            top = max(best.values())
-            choices[cell.method] = {
-                "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),
-                "best_train_accuracy": {f"{lr:g}": best[lr] for lr in grid},
-                "rule": f"lowest lr within {self.settings.lr_tolerance} of the best train accuracy (seed {seed})",
-            }
-            print(f"reproduce: {cell.corpus} {cell.method}: {json.dumps(choices[cell.method])}", flush=True)
+        with self.scorer(cells[0].corpus, corpus_dir, probes=False) as scorer:
+            for cell in cells:
+                candidates = {lr: self.train(cell, corpus_dir, lr, seed) for lr in grid}
+                scorer.score([str(r) for r in candidates.values()])
+                best = {lr: max(_train_accuracies(Path(scorer.config.out), candidates[lr])) for lr in grid}
+                top = max(best.values())
+                choices[cell.method] = {
+                    "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),
+                    "best_train_accuracy": {f"{lr:g}": best[lr] for lr in grid},
+                    "rule": f"lowest lr within {self.settings.lr_tolerance} of the best train accuracy (seed {seed})",
+                }
+                print(f"reproduce: {cell.corpus} {cell.method}: {json.dumps(choices[cell.method])}", flush=True)
+                # The chosen candidate is seed `seed`'s final run: scored again with every probe, so kept whole.
+                self.prune([candidates[lr] for lr in grid if lr != choices[cell.method]["chosen"]], False)
         record = Path(self.settings.out) / cells[0].corpus / "lr.json"
         if not record.is_file() or json.loads(record.read_text()) != choices:
             write_json(record, choices)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mixsd.checkpoints import checkpoints
+from evaluate.evaluator import EvalError, check_model
+from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
+from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.config import ConfigError
 from reproduce.pipeline import ReproduceConfig, main_command, parse_method
 
@@ -50,6 +52,7 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
             for step in checkpoints(run):  # every checkpoint, every probe
                 metrics = json.loads((root / "eval" / run.name / step.name / "metrics.json").read_text())["metrics"]
                 assert metrics["retention"]["average"] is not None and "arithmetic" in metrics["held_out"]
+    _assert_pruned(root, choices)
     # The rate was chosen on the train split alone: that sweep scored no probe.
     train_split = json.loads(next((root / "eval-train-split").glob("*/step-*/metrics.json")).read_text())["metrics"]
     assert set(train_split["accuracy"]) == {"train"} and train_split["held_out"] == {}
@@ -67,6 +70,23 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
     main_command(config=str(config))  # everything is reused: no target, checkpoint or result is rewritten
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def _assert_pruned(root: Path, choices: dict) -> None:
+    """Scored weights no longer needed are gone, their results kept: unchosen candidates entirely, final runs
+    all but their last checkpoint's weights; no resume state anywhere."""
+    for method, choice in choices.items():
+        for lr in choice["best_train_accuracy"]:
+            run = root / "train" / f"{method}-lr{lr}-seed0"
+            final = float(lr) == choice["chosen"]
+            for step in checkpoints(run):
+                last = step == checkpoints(run)[-1]
+                assert has_weights(step) == (final and last) and not (step / STATE_FILE).exists()
+                assert (step / PRUNED_FINGERPRINT_FILE).is_file() == (not (final and last))
+                assert (root / "eval-train-split" / run.name / step.name / "metrics.json").is_file()
+    pruned = next(root.glob("train/*/step-000001"))
+    with pytest.raises(EvalError, match="weights were deleted after it was scored"):
+        check_model(str(pruned))
 
 
 def test_reproduce_settings_are_checked():
