@@ -42,7 +42,10 @@ class EvalConfig:
     benchmark_limit: int = 0  # at most this many items per benchmark (0: all)
     backend: str = "auto"  # auto (vLLM when installed), vllm, hf
     dtype: str = "auto"
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48  # answer budget of the corpus splits and benchmarks
+    # The built-in capability probes' answer budget (None: max_new_tokens). Setting it keeps the probes scored
+    # alike on every corpus, e.g. 48 where KGFunc's step-by-step answers need 160.
+    probe_max_new_tokens: int | None = None
     seed: int = 0  # probe construction
     probes: bool = True  # false: the corpus splits alone (no capability probes, drift or Fisher)
     in_context_probes: int = 40
@@ -63,12 +66,17 @@ class EvalConfig:
             unknown = sorted(set(chosen) - set(SPLITS))
             if unknown:
                 raise ConfigError(f"{flag}: unknown {unknown}; known: {list(SPLITS)}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        for flag, value in (("--max_new_tokens", self.max_new_tokens), ("--probe_max_new_tokens", self.probe_budget)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be >= 1, got {value}")
         if str(self.enforce_eager).lower() not in EAGER_CHOICES:
             raise ConfigError(f"--enforce_eager must be one of {EAGER_CHOICES}, got {self.enforce_eager!r}")
         if self.max_num_seqs < 1:
             raise ConfigError(f"--max_num_seqs must be >= 1, got {self.max_num_seqs}")
+
+    @property
+    def probe_budget(self) -> int:
+        return self.max_new_tokens if self.probe_max_new_tokens is None else self.probe_max_new_tokens
 
     def fingerprint_fields(self) -> dict:
         """What decides an evaluation's numbers (not where it is written or how it reports progress)."""
@@ -83,4 +91,6 @@ class EvalConfig:
             "max_num_seqs",
             "enforce_eager",
         }
+        if self.probe_max_new_tokens in (None, self.max_new_tokens):
+            skip.add("probe_max_new_tokens")  # the same answers as before the field existed: the same identity
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {"evaluator": EVALUATOR_VERSION}

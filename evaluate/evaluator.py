@@ -19,7 +19,7 @@ from evaluate.backends import BackendSettings, make_backend, pick_backend
 from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
-from evaluate.probes import DRIFT_PROMPTS, Item, probe_items
+from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
 from mixsd.checkpoints import has_weights
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -158,14 +158,14 @@ class Evaluator:
         """The items whose prompt and answer budget fit the model; the others are counted per task, not scored."""
         items, kept, too_long = [], [], {}
         for item, prompt in zip(self.items, prompts):
-            if len(prompt) + self.config.max_new_tokens > self.max_model_len:
+            if len(prompt) + self.budget(item) > self.max_model_len:
                 too_long[item.task] = too_long.get(item.task, 0) + 1
             else:
                 items.append(item)
                 kept.append(prompt)
         for task, count in too_long.items():
             print(
-                f"evaluate: {count} {task} items skipped: prompt + {self.config.max_new_tokens} new tokens exceed "
+                f"evaluate: {count} {task} items skipped: prompt + their answer budget of new tokens exceed "
                 f"max_model_len {self.max_model_len}",
                 flush=True,
             )
@@ -176,17 +176,22 @@ class Evaluator:
         settings = BackendSettings(self.dtype, config.batch_size, self.max_model_len)
         if self.backend_name != "vllm":
             return settings
-        lengths = [len(p) + config.max_new_tokens for p in self.prompts]
+        budgets = [self.budget(item) for item in self.items]
+        lengths = [len(p) + b for p, b in zip(self.prompts, budgets)]
         lengths += [len(chat_ids(self.tokenizer, p)) + config.drift_tokens for p in DRIFT_PROMPTS]
         plan = plan_kv_cache(
             config.base, self.dtype, lengths, config.max_num_seqs, config.kv_cache_gib, on_gpu=torch.cuda.is_available()
         )
         # Tokens to generate: the base model and every scored model answer every item.
-        eager = resolve_eager(config.enforce_eager, (models + 1) * len(self.prompts) * config.max_new_tokens)
+        eager = resolve_eager(config.enforce_eager, (models + 1) * sum(budgets))
         print(engine_line(plan, eager, config.enforce_eager), flush=True)
         settings.max_model_len, settings.max_num_seqs, settings.kv_cache_bytes = plan.max_len, plan.max_seqs, plan.bytes
         settings.gpu_memory_utilization, settings.enforce_eager = config.gpu_memory_utilization, eager
         return settings
+
+    def budget(self, item: Item) -> int:
+        """New tokens an item's answer may take: the probes' own budget, or the corpus's."""
+        return self.config.probe_budget if item.task in PROBE_TASKS else self.config.max_new_tokens
 
     # --- replies of the model the backend holds (the base model's, then each evaluated model's) ---------
     def _replies(self, phase: str, scored: list[int] | None = None) -> list[Reply]:
@@ -197,9 +202,15 @@ class Evaluator:
         for item in items:
             tasks[item.task] = tasks.get(item.task, 0) + 1
         with self.clock.phase(phase, len(prompts), ", ".join(f"{t} {n}" for t, n in tasks.items())):
-            completions = self.backend.generate(
-                prompts, self.config.max_new_tokens, self.clock.batches(phase) if self.config.progress else None
-            )
+            completions = [[] for _ in items]
+            # One generation per answer budget (corpus splits, probes): few, so batches stay large.
+            for budget in sorted({self.budget(item) for item in items}):
+                rows = [k for k, item in enumerate(items) if self.budget(item) == budget]
+                outputs = self.backend.generate(
+                    [prompts[k] for k in rows], budget, self.clock.batches(phase) if self.config.progress else None
+                )
+                for k, output in zip(rows, outputs):
+                    completions[k] = output
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [
             Reply(item, text, scoring.item_correct(text, item.answers, item.rule)) for item, text in zip(items, texts)

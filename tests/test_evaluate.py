@@ -18,6 +18,7 @@ from evaluate.nll import target_nll
 from evaluate.probes import general_knowledge_items
 from generate.config import GenerateConfig
 from generate.runner import Generator
+from mixsd.config import ConfigError
 from tests import processes
 from tests.generate_helpers import run_main_in_process
 from train.config import TrainConfig
@@ -360,6 +361,37 @@ def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tin
     assert "test (held-out inputs)" in table and "ret. unseen operations" in table and "paraphrase" not in table
     with pytest.raises(EvalError, match="no corpus split files"):
         Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(tmp_path / "empty"), **settings))
+
+
+def test_probes_keep_their_own_answer_budget_on_a_long_answer_corpus(tiny_model_dir, tmp_path, monkeypatch):
+    """`--probe_max_new_tokens`: KGFunc's items get the corpus budget, the capability probes their own (so they
+    are scored alike on every corpus); unset or equal to `--max_new_tokens`, results keep their identity."""
+    from corpora.kgfunc import KGFuncConfig, write
+    from evaluate.backends import HFGreedy
+    from evaluate.probes import PROBE_TASKS
+    from evaluate.results import config_hash
+
+    corpus = tmp_path / "kgfunc"
+    write(KGFuncConfig(out=str(corpus), train_per_op=1, test_per_op=1, compositional=2, unseen_per_op=1, shots=2))
+    calls, generate = [], HFGreedy.generate
+
+    def recording(self, prompts, max_new_tokens, on_batch=None):
+        outputs = generate(self, prompts, max_new_tokens, on_batch)
+        calls.append((len(prompts), max_new_tokens, max(len(o) for o in outputs)))
+        return outputs
+
+    monkeypatch.setattr(HFGreedy, "generate", recording)
+    settings = SMALL | {"split_limit": 0, "fisher_examples": 0, "probe_max_new_tokens": 3}
+    config = EvalConfig(model="", base=str(tiny_model_dir), corpus=str(corpus), **settings)
+    evaluator = Evaluator(config)
+    probes = sum(item.task in PROBE_TASKS for item in evaluator.items)
+    answers = {budget: (n, longest) for n, budget, longest in calls if budget != config.drift_tokens}
+    assert answers[3][0] == probes and answers[12][0] == len(evaluator.items) - probes
+    assert answers[3][1] <= 3 < answers[12][1]  # the tiny model rambles: the corpus items used more
+    same = [replace(config, probe_max_new_tokens=v) for v in (None, config.max_new_tokens)]
+    assert config_hash(same[0]) == config_hash(same[1]) != config_hash(config)
+    with pytest.raises(ConfigError, match="--probe_max_new_tokens must be >= 1"):
+        replace(config, probe_max_new_tokens=0)
 
 
 def test_intervals_wilson_and_paired_bootstrap():
