@@ -256,6 +256,24 @@ def test_reverse_kl():
     assert bool((reverse_kl(p, q, 8) >= -1e-6).all())
 
 
+def test_completion_logprobs_match_each_sequence_alone(tiny_model_dir):
+    """The batched, right-padded pass that keeps logits only from the shortest prompt on gives each row's
+    completion distributions exactly as a pass over that row alone does."""
+    from transformers import AutoModelForCausalLM
+
+    from train.opsd import _completion_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    prompts = [[1, 5, 9, 14, 20], [1, 7], [1, 30, 31]]
+    completions = [[40, 41], [43, 44, 45, 46], [47]]
+    with torch.no_grad():
+        batched, valid = _completion_logprobs(model, prompts, completions, pad_id=0)
+        for row, (p, c) in enumerate(zip(prompts, completions)):
+            alone = model(torch.tensor([p + c])).logits[0, len(p) - 1 : len(p) - 1 + len(c)]
+            assert torch.allclose(batched[row, : len(c)], torch.log_softmax(alone, -1), atol=1e-5)
+            assert valid[row].tolist() == [True] * len(c) + [False] * (4 - len(c))
+
+
 def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> float:
     """Reverse KL(student on the naive prompt || teacher on the expert prompt) over fixed completions."""
     from train.opsd import _completion_logprobs

@@ -45,13 +45,19 @@ def _completion_logprobs(model, prompts: list[list[int]], completions: list[list
     for row, (p, c) in enumerate(zip(prompts, completions)):
         ids[row, : len(p) + len(c)] = torch.tensor(p + c)
         mask[row, : len(p) + len(c)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
+    # Only positions that predict a completion token need the vocabulary projection (the largest matrix of a
+    # small model, and its float32 copy the largest tensor): those from the shortest prompt's last token on.
+    first = min(len(p) for p in prompts) - 1
+    logits = model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=width - first, use_cache=False
+    ).logits.float()
     longest = max(len(c) for c in completions)
     gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
     valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)
     for row, (p, c) in enumerate(zip(prompts, completions)):
-        # The distribution that produced completion token j sits at position len(p) + j - 1.
-        gathered[row, : len(c)] = logits[row, len(p) - 1 : len(p) - 1 + len(c)]
+        # The distribution that produced completion token j sits at position len(p) + j - 1, kept at - first.
+        start = len(p) - 1 - first
+        gathered[row, : len(c)] = logits[row, start : start + len(c)]
         valid[row, : len(c)] = True
     return torch.log_softmax(gathered, dim=-1), valid
 
