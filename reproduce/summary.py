@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from evaluate import plots
-from evaluate.report import load_run, nll_per_run
+from evaluate.report import ReportError, load_run, nll_per_run
+from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
+from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.versions import versions
 from reproduce.pipeline import Cell, ReproduceConfig
@@ -37,6 +40,7 @@ def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float 
     retention = metrics["retention"]
     row = {f"acc {split}": value for split, value in metrics["accuracy"].items()}
     row |= {f"ret {probe}": value for probe, value in retention.items() if probe != "average"}
+    row |= {f"score {probe}": entry["score"] for probe, entry in (metrics.get("held_out") or {}).items()}
     movement = metrics.get("fisher_movement") or {}
     return row | {
         "avg retention (held-out)": retention["average"],
@@ -46,27 +50,53 @@ def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float 
     }
 
 
-def summarize(settings: ReproduceConfig) -> str:
+def summarize(settings: ReproduceConfig, partial: bool = False) -> str:
+    """The report of every method's runs; with `partial`, of those trained and scored so far, the others
+    listed as pending (`python -m reproduce.summary` between parts of a long run)."""
     report_dir = Path(settings.report)
     document = {"settings": to_dict(settings), "versions": versions(), "corpora": {}}
     sections = ["# The paper's comparison on the embedded default model", _method_note(settings)]
     for corpus in settings.corpora:
         root = Path(settings.out) / corpus
-        rates = json.loads((root / "lr.json").read_text()) if (root / "lr.json").is_file() else {}
-        methods = {}
-        for method in settings.methods:
-            lr = rates.get(method, {}).get("chosen", sorted(settings.lr_grid)[0])
-            cell = Cell(corpus, method, root)
-            runs = [load_run(cell.train_dir(lr, seed), root / "eval") for seed in settings.seeds]
-            methods[method] = {"lr": lr, "runs": runs, "lr_choice": rates.get(method)}
+        methods, pending = _scored_runs(settings, corpus, root, partial)
         document["corpora"][corpus], text = _corpus_section(corpus, methods, settings, root, report_dir)
+        document["corpora"][corpus]["pending"] = pending
+        if pending:
+            text += "\n\nNot in the table yet (the run continues in parts): " + "; ".join(pending) + "."
         sections.append(text)
     write_json(report_dir / "results.json", document)
     write_text(report_dir / "results.md", "\n\n".join(sections) + "\n")
     return f"summary: {report_dir / 'results.md'}"
 
 
+def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bool) -> tuple[dict, list[str]]:
+    """{method: its chosen rate, scored runs and rate choice}, and what is pending (only with `partial`: a
+    missing run or result is an error otherwise)."""
+    rates = json.loads((root / "lr.json").read_text()) if (root / "lr.json").is_file() else {}
+    methods, pending = {}, []
+    for method in settings.methods:
+        if partial and method not in rates and len(settings.lr_grid) > 1:
+            pending.append(f"{method} (learning rate not chosen yet)")
+            continue
+        lr = rates.get(method, {}).get("chosen", sorted(settings.lr_grid)[0])
+        cell, runs, missing = Cell(corpus, method, root), [], []
+        for seed in settings.seeds:
+            try:
+                runs.append(load_run(cell.train_dir(lr, seed), root / "eval"))
+            except ReportError:
+                if not partial:
+                    raise
+                missing.append(seed)
+        if missing:
+            pending.append(f"{method} seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}")
+        if runs:
+            methods[method] = {"lr": lr, "runs": runs, "lr_choice": rates.get(method)}
+    return methods, pending
+
+
 def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir: Path) -> tuple[dict, str]:
+    if not methods:
+        return {"methods": {}, "curves": {}}, f"## {TITLES[corpus]}\n\nNo method has a scored run yet."
     rows, pooled_nll, fisher_groups, curves = {}, {}, {}, {}
     for method, entry in methods.items():
         finals = []
@@ -98,6 +128,7 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
         [
             f"## {TITLES[corpus]}",
             _table(rows),
+            _base_line(root / "eval" / "base"),
             "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
         ]
     )
@@ -120,6 +151,21 @@ def _curve(runs) -> list[dict]:
             }
         )
     return points
+
+
+def _base_line(base_result: Path) -> str:
+    """The base model's raw scores, which every retention ratio divides by: correct / n and a Wilson interval."""
+    metrics = json.loads((base_result / "metrics.json").read_text())["metrics"]
+    parts = [
+        f"{split} {d['correct']}/{d['n']} [{d['interval'][0]:.2f}, {d['interval'][1]:.2f}]"
+        for split, d in metrics["accuracy_detail"].items()
+    ]
+    parts += [
+        f"{probe} {round(d['base_score'] * d['n'])}/{d['n']} [{d['base_interval'][0]:.2f}, {d['base_interval'][1]:.2f}]"
+        + (" (in-distribution)" if d.get("in_distribution") else "")
+        for probe, d in metrics["held_out"].items()
+    ]
+    return "Base model (correct / n, Wilson 95%): " + "; ".join(parts) + "."
 
 
 def _table(rows: dict[str, dict]) -> str:
@@ -149,3 +195,16 @@ def _method_note(settings: ReproduceConfig) -> str:
         "`acc` columns are accuracies on the corpus's splits; `ret` columns are retention ratios (tuned / base) "
         "of capability probes, `ret in_context` being in-distribution and not in the average."
     )
+
+
+def main_command(config: str | None = None, **flags) -> None:
+    """The report of what is trained and scored so far (the rest listed as pending)."""
+    print(summarize(cfg.load(ReproduceConfig, config, "reproduce", **flags), partial=True))
+
+
+def main() -> None:
+    run_cli(main_command, join_list_flags(sys.argv[1:], names=("--corpora", "--methods", "--seeds", "--lr_grid")))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ and a second run that redoes nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.config import ConfigError
 from reproduce.pipeline import ReproduceConfig, main_command, parse_method
+from reproduce.summary import main_command as summary_command
 
 CONFIG = """
 model: {model}
@@ -67,6 +69,12 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     text = (tmp_path / "report" / "results.md").read_text()
     assert "## KGFact" in text and "| mixsd-0.5 |" in text and " ± " in text
     assert all((tmp_path / "report" / f"kgfact-{name}.png").stat().st_size > 0 for name in ("tradeoff", "fisher"))
+    assert re.search(r"Base model \(correct / n, Wilson 95%\): .*train \d+/4 \[.*arithmetic \d+/\d+ \[", text)
+    # Between parts of a long run: what is scored so far, the rest named.
+    summary_command(config=str(config), seeds="0,1,2", methods="sft,mixsd-0.3", report=str(tmp_path / "partial"))
+    partial = json.loads((tmp_path / "partial" / "results.json").read_text())["corpora"]["kgfact"]
+    assert partial["pending"] == ["sft seed 2", "mixsd-0.3 (learning rate not chosen yet)"]
+    assert partial["methods"]["sft"]["seeds"] == 2 and "sft seed 2" in (tmp_path / "partial" / "results.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
     main_command(config=str(config))  # everything is reused: no target, checkpoint or result is rewritten
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
