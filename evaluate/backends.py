@@ -68,6 +68,9 @@ class HFGreedy:
                 on_batch(min(start + self.settings.batch_size, len(order)), len(order))
         return outputs
 
+    def close(self) -> None:
+        self.model = None
+
     @torch.no_grad()
     def _batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         return decode(self.model, prompts, max_new_tokens, lambda logits, _: logits.argmax(-1), self.stops)
@@ -112,6 +115,14 @@ class VLLMGreedy:
             [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=on_batch is not None
         )
         return [[t for t in o.outputs[0].token_ids if t not in self.stops] for o in outputs]
+
+    def close(self) -> None:
+        """Shuts the engine down now. vLLM (0.32) tears down the process-wide parallel state when an in-process
+        engine shuts down, whenever that happens (here, or when it is garbage collected): any other engine
+        alive in the process stops working then. So a process runs one engine at a time and closes it before
+        starting the next."""
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
 
 
 def _retie_output_head(model) -> None:

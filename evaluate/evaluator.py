@@ -154,6 +154,10 @@ class Evaluator:
                 self.fisher = self._fisher()
         self.base_seconds = self.clock.take()  # the base model's side: once per evaluator (a sweep's every model)
 
+    def close(self) -> None:
+        """Releases the generation backend (a vLLM engine: see VLLMGreedy.close)."""
+        self.backend.close()
+
     def _fitting(self, prompts: list[list[int]]) -> tuple[list[Item], list[list[int]], dict[str, int]]:
         """The items whose prompt and answer budget fit the model; the others are counted per task, not scored."""
         items, kept, too_long = [], [], {}

@@ -51,19 +51,32 @@ def stored(target: Path, config: EvalConfig, model: str, full: bool) -> dict | N
 
 
 def sweep(runs: list[str], config: EvalConfig) -> list[Path]:
-    with output_lock(config.out, f"evaluation sweep {config.out}"):
-        return Sweep(config).score(runs)
+    with output_lock(config.out, f"evaluation sweep {config.out}"), Sweep(config) as scorer:
+        return scorer.score(runs)
 
 
 class Sweep:
     """One evaluator for any number of `score` calls: the base model's side is computed once, when the first
     model needs scoring. A pipeline that scores each run as soon as it is trained (python -m reproduce), to
-    delete weights it no longer needs, keeps one Sweep per output directory (and holds its lock)."""
+    delete weights it no longer needs, keeps one Sweep per output directory (and holds its lock), closing it
+    before any other vLLM engine starts in the process."""
 
     def __init__(self, config: EvalConfig, models: int | None = None):
         """`models`: how many models will be scored in all, for `--enforce_eager auto` (default: the first
         call's count)."""
         self.config, self.models, self.evaluator = config, models, None
+
+    def __enter__(self) -> "Sweep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shuts the evaluator's engine down (one vLLM engine per process at a time: VLLMGreedy.close)."""
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
 
     def score(self, runs: list[str]) -> list[Path]:
         """Scores the base model and every checkpoint of `runs` not already scored with these settings;

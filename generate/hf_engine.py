@@ -33,6 +33,9 @@ class HFPairedEngine:
         self.batch_pairs = batch_pairs
         self.stop_token_ids = set(stop_token_ids)
 
+    def close(self) -> None:
+        self.model = None
+
     def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
         results: list[PairResult] = []
         for start in range(0, len(jobs), self.batch_pairs):

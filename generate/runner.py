@@ -101,13 +101,23 @@ class Generator:
         self.max_model_len = config.max_model_len or model_context_length(config.model)
         self.dtype = resolve_dtype(config.dtype, declared_dtype(config.model))  # auto: float32 where bf16 is slow
         self.stop_ids = prompts.stop_token_ids(self.tokenizer, config.model)
-        self._engine = engine
+        self._engine, self._owns_engine = engine, engine is None
         self._prepared: dict[int, list[Prepared]] = {}
 
     # ---- runs -------------------------------------------------------------------------------------------
     def run_all(self) -> list[Path]:
         lams = self.config.lam if self.config.method == "mixsd" else [None]
-        return [self.run(lam) for lam in lams]
+        try:
+            return [self.run(lam) for lam in lams]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Shuts down the engine this generator started (not one it was given), now rather than whenever it
+        is garbage collected: a vLLM engine's shutdown resets process-wide state (VLLMPairedEngine.close)."""
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
     def run(self, lam: float | None) -> Path:
         state = self.open_run(lam)

@@ -266,6 +266,12 @@ class VLLMPairedEngine:
         self._requests: dict[str, tuple[int, int]] = {}  # request id -> (pair uid, role)
         self.stats = DecodeStats()
 
+    def close(self) -> None:
+        """Shuts the engine down. vLLM (0.32) resets the process-wide parallel state when an in-process engine
+        shuts down, whenever that happens: any other engine alive in the process stops working. One engine
+        at a time per process, each closed before the next starts."""
+        self.engine.engine_core.shutdown()
+
     def decode(self, jobs: list[PairJob], on_done: Callable[[int, PairResult], None] | None = None) -> list[PairResult]:
         """Decode every job; results in job order. `on_done(index, result)` is called as pairs finish."""
         results: list[PairResult | None] = [None] * len(jobs)

@@ -102,6 +102,11 @@ class Reproduction:
         for corpus in self.settings.corpora:
             corpus_dir = self.corpus(corpus)
             cells = [Cell(corpus, method, Path(self.settings.out) / corpus) for method in self.settings.methods]
+            # Every target first: a generator's vLLM engine, shut down when its run ends, would take the
+            # process-wide state of a live evaluator's engine with it (evaluate.backends.VLLMGreedy.close).
+            for cell in cells:
+                for seed in self.settings.seeds:
+                    self.targets(cell, corpus_dir, seed)
             rates = self.learning_rates(cells, corpus_dir)
             with self.scorer(corpus, corpus_dir, probes=True) as scorer:
                 for cell in cells:
@@ -181,8 +186,8 @@ class Reproduction:
             probes=probes,
             **splits,
         )
-        with output_lock(out, f"evaluation sweep {out}"):
-            yield Sweep(settings)
+        with output_lock(out, f"evaluation sweep {out}"), Sweep(settings) as sweep:
+            yield sweep
 
     def prune(self, runs: list[Path], keep_last_weights: bool) -> None:
         """Every checkpoint's resume state, and its weights unless it is a run's last and `keep_last_weights`."""

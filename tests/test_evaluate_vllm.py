@@ -14,7 +14,7 @@ pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import gc, json, sys
     from evaluate.backends import BackendSettings, HFGreedy, VLLMGreedy
     first, second = sys.argv[1], sys.argv[2]
     prompts = [[1, 5, 9, 14], [1, 7], [1, 30, 31, 32, 33, 34], [1, 2, 3]]
@@ -25,6 +25,13 @@ SCRIPT = textwrap.dedent("""
     got["second"] = engine.generate(prompts, 12)
     got["hf_first"] = HFGreedy(first, [0], settings).generate(prompts, 12)
     got["hf_second"] = HFGreedy(second, [0], settings).generate(prompts, 12)
+    # One engine at a time: closed, its shutdown is done, so dropping it later cannot reset the next one's
+    # process-wide state (vLLM 0.32 does that at any in-process engine's shutdown, even from the collector).
+    engine.close()
+    after = VLLMGreedy(first, [0], settings)
+    del engine
+    gc.collect()
+    got["after_close"] = after.generate(prompts, 12)
     print(json.dumps(got))
 """)
 
@@ -52,3 +59,4 @@ def test_vllm_backend_matches_transformers_and_swaps_weights(tied, tmp_path):
     assert got["first"] == got["hf_first"]
     assert got["second"] == got["hf_second"]
     assert got["first"] != got["second"]
+    assert got["after_close"] == got["first"]

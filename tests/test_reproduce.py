@@ -37,10 +37,35 @@ evaluate:
 """
 
 
-def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds(tiny_model_dir, tmp_path):
+def _record_engines(monkeypatch) -> list[str]:
+    """The order in which generation engines start and evaluators open and close."""
+    from evaluate.evaluator import Evaluator
+    from generate.runner import Generator
+
+    events, get_engine, open_, close = [], Generator._get_engine, Evaluator.__init__, Evaluator.close
+
+    def recorded(name, method):
+        def wrapper(self, *args, **kwargs):
+            if name != "generate" or self._engine is None:
+                events.append(name)
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(Generator, "_get_engine", recorded("generate", get_engine))
+    monkeypatch.setattr(Evaluator, "__init__", recorded("open", open_))
+    monkeypatch.setattr(Evaluator, "close", recorded("close", close))
+    return events
+
+
+def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds(tiny_model_dir, tmp_path, monkeypatch):
     config = tmp_path / "reproduce.yaml"
     config.write_text(CONFIG.format(model=tiny_model_dir, out=tmp_path))
+    engines = _record_engines(monkeypatch)
     main_command(config=str(config))
+    # One engine at a time (evaluate.backends.VLLMGreedy.close): every target is generated before the first
+    # evaluator opens (MixSD: one engine per seed), and each evaluator is closed before the next opens.
+    assert engines == ["generate"] * 2 + ["open", "close"] * 2
     root = tmp_path / "runs" / "kgfact"
     choices = json.loads((root / "lr.json").read_text())
     assert set(choices) == {"sft", "opsd", "mixsd-0.5"}
