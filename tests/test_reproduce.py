@@ -122,6 +122,31 @@ def _assert_pruned(root: Path, choices: dict) -> None:
         check_model(str(pruned))
 
 
+def test_reproduction_on_kgfunc_uses_its_overrides_and_reports_unseen_operations(tiny_model_dir, tmp_path):
+    """KGFunc through every stage: its own answer budget for targets and items (`kgfunc_overrides`), the
+    probes' own budget, and the unseen-operations retention probe in the report."""
+    config = tmp_path / "reproduce.yaml"
+    text = CONFIG.format(model=tiny_model_dir, out=tmp_path).replace("corpora: [kgfact]", "corpora: [kgfunc]")
+    text = text.replace("methods: [sft, opsd, mixsd-0.5]", "methods: [sft, mixsd-0.5]")
+    text += """kgfunc: {train_per_op: 1, test_per_op: 1, compositional: 2, unseen_per_op: 1, shots: 2}
+kgfunc_overrides:
+  generate: {max_new_tokens: 8}
+  evaluate: {max_new_tokens: 8, probe_max_new_tokens: 3}
+"""
+    config.write_text(text)
+    main_command(config=str(config), seeds="0", lr_grid="1e-3")
+    root = tmp_path / "runs" / "kgfunc"
+    assert not (root / "lr.json").exists()  # one rate: nothing to choose
+    result = json.loads((root / "eval" / "sft-lr0.001-seed0" / "step-000002" / "metrics.json").read_text())
+    assert (result["config"]["max_new_tokens"], result["config"]["probe_max_new_tokens"]) == (8, 3)
+    assert set(result["metrics"]["accuracy"]) == {"train", "test", "compositional"}
+    assert result["metrics"]["held_out"]["unseen"]["n"] > 0
+    manifest = json.loads(next((root / "generate").glob("mixsd-*/manifest.json")).read_text())
+    assert manifest["output_settings"]["max_new_tokens"] == 8
+    report = (tmp_path / "report" / "results.md").read_text()
+    assert "## KGFunc" in report and "score unseen" in report and "| mixsd-0.5 |" in report
+
+
 def test_reproduce_settings_are_checked():
     assert parse_method("mixsd-0.3") == ("mixsd", 0.3) and parse_method("opsd") == ("opsd", None)
     with pytest.raises(ConfigError, match="is not sft, opsd or mixsd-λ"):
