@@ -109,7 +109,8 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
             for group, value in ((final.get("fisher_movement") or {}).get("per_group") or {}).items():
                 fisher_groups.setdefault(method, {}).setdefault(group, []).append(value)
         keys = list(dict.fromkeys(k for f in finals for k in f))
-        rows[method] = {"lr": entry["lr"], "lr_choice": entry["lr_choice"], "seeds": len(finals)} | {
+        steps = [run.results[-1][0] for run in entry["runs"]]
+        rows[method] = {"lr": entry["lr"], "lr_choice": entry["lr_choice"], "seeds": len(finals), "steps": steps} | {
             key: mean_interval([f.get(key) for f in finals]) for key in keys
         }
         curves[method] = _curve(entry["runs"])
@@ -136,15 +137,16 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
 
 
 def _curve(runs) -> list[dict]:
-    """Per checkpoint (the same steps in every seed): mean train accuracy and held-out retention, with the
-    lowest and highest retention over seeds."""
+    """Per k-th checkpoint of each seed: mean train accuracy and held-out retention, with the lowest and
+    highest retention over seeds. Seeds of one method may differ in steps (MixSD trains its verified targets
+    for the same epochs, and seeds verify different numbers), so each point lists its seeds' steps."""
     points = []
     for index in range(min(len(r.results) for r in runs)):
         metrics = [r.results[index][1]["metrics"] for r in runs]
         retention = [m["retention"]["average"] for m in metrics]
         points.append(
             {
-                "step": runs[0].results[index][0],
+                "steps": [r.results[index][0] for r in runs],
                 "train accuracy": statistics.fmean(m["accuracy"]["train"] for m in metrics),
                 "retention": statistics.fmean(retention),
                 "retention range": [min(retention), max(retention)],
@@ -169,11 +171,16 @@ def _base_line(base_result: Path) -> str:
 
 
 def _table(rows: dict[str, dict]) -> str:
-    keys = list(dict.fromkeys(k for row in rows.values() for k in row if k not in ("lr", "lr_choice", "seeds")))
-    lines = ["| method | lr | seeds | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    own = ("lr", "lr_choice", "seeds", "steps")
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row if k not in own))
+    lines = [
+        "| method | lr | seeds | final step | " + " | ".join(keys) + " |",
+        "|---|---|---|---|" + "---|" * len(keys),
+    ]
     for method, row in rows.items():
         cells = [_cell(row.get(key)) for key in keys]
-        lines.append(f"| {method} | {row['lr']:g} | {row['seeds']} | " + " | ".join(cells) + " |")
+        steps = "/".join(map(str, row["steps"]))
+        lines.append(f"| {method} | {row['lr']:g} | {row['seeds']} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -93,6 +93,7 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     assert summary["settings"]["seeds"] == [0, 1] and "packages" in summary["versions"]
     text = (tmp_path / "report" / "results.md").read_text()
     assert "## KGFact" in text and "| mixsd-0.5 |" in text and " ± " in text
+    assert re.search(r"\| sft \| [0-9.e-]+ \| 2 \| 2/2 \|", text)  # seeds and each seed's final step
     assert all((tmp_path / "report" / f"kgfact-{name}.png").stat().st_size > 0 for name in ("tradeoff", "fisher"))
     assert re.search(r"Base model \(correct / n, Wilson 95%\): .*train \d+/4 \[.*arithmetic \d+/\d+ \[", text)
     # Between parts of a long run: what is scored so far, the rest named.
