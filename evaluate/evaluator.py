@@ -56,7 +56,7 @@ def check_model(path: str) -> None:
             f"{path}: its weights were deleted after it was scored ({PRUNED_FINGERPRINT_FILE}); scoring it with "
             "other settings needs the run trained again"
         )
-    if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
+    if not has_weights(directory):
         raise EvalError(f"{path}: not a model directory (no *.safetensors or *.bin weights)")
     try:
         json.loads((directory / "config.json").read_text())

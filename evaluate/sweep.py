@@ -61,10 +61,8 @@ class Sweep:
     delete weights it no longer needs, keeps one Sweep per output directory (and holds its lock), closing it
     before any other vLLM engine starts in the process."""
 
-    def __init__(self, config: EvalConfig, models: int | None = None):
-        """`models`: how many models will be scored in all, for `--enforce_eager auto` (default: the first
-        call's count)."""
-        self.config, self.models, self.evaluator = config, models, None
+    def __init__(self, config: EvalConfig):
+        self.config, self.evaluator = config, None
 
     def __enter__(self) -> "Sweep":
         return self
@@ -90,7 +88,7 @@ class Sweep:
             + (f"; {light} scored on {config.checkpoint_splits} and the probes only" if light else "")
         )
         if todo and self.evaluator is None:
-            self.evaluator = Evaluator(config, models=self.models or len(todo))
+            self.evaluator = Evaluator(config, models=len(todo))  # the first call's count: --enforce_eager auto
         start = time.perf_counter()
         for done, (model, target, full) in enumerate(todo, start=1):
             settings = settings_for(config, full)
