@@ -1,0 +1,64 @@
+"""The reproduction's record: a finished run saved without weights, restored on a machine that has nothing,
+is continued by `python -m reproduce` without redoing or rescoring any of it; a restore never overwrites."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+
+import pytest
+
+from mixsd.checkpoints import checkpoints, has_weights
+from reproduce.pipeline import main_command
+from reproduce.record import RecordError
+from reproduce.record import main_command as record_command
+from tests.test_reproduce import CONFIG
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_nothing(tiny_model_dir, tmp_path):
+    config = tmp_path / "reproduce.yaml"
+    config.write_text(
+        CONFIG.format(model=tiny_model_dir, out=tmp_path).replace("[sft, opsd, mixsd-0.5]", "[mixsd-0.5]")
+    )
+    flags = {"config": str(config), "seeds": "0", "lr_grid": "1e-3"}
+    main_command(**flags)
+    root, record = tmp_path / "runs" / "kgfact", tmp_path / "report" / "kgfact-record.tar.xz"
+    record_command("save", **flags)
+    first = record.read_bytes()
+    record_command("save", **flags)
+    assert record.read_bytes() == first  # the same results, the same bytes: nothing new to commit
+
+    with tarfile.open(record) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith((".safetensors", ".bin", ".pt"))]
+    assert [n for n in names if n.startswith("eval/") and n.endswith("answers.jsonl")]
+    last = checkpoints(root / "train" / "mixsd-0.5-lr0.001-seed0")[-1]
+    assert has_weights(last)  # kept on disk for loading, recorded as pruned
+    assert f"train/{last.parent.name}/{last.name}/pruned_weights.json" in names
+
+    report = (tmp_path / "report" / "results.md").read_text()
+    before = _files(root)
+    shutil.rmtree(tmp_path / "runs")
+    record_command("restore", **flags)
+    restored = _files(root)
+    outside = {p for p in before if not (p.parts[0] == "train" and p.parts[2].startswith("step-"))}
+    assert {p: restored[p] for p in outside} == {p: before[p] for p in outside}
+    assert {p.name for p in set(restored) - outside} == {"checkpoint.json", "pruned_weights.json"}
+    stamps = {p: (root / p).stat().st_mtime_ns for p in restored}
+    main_command(**flags)  # everything is reused: no target, checkpoint or result is rewritten
+    assert {p: (root / p).stat().st_mtime_ns for p in stamps} == stamps
+    assert not any(has_weights(step) for step in checkpoints(last.parent))  # nothing was retrained
+    assert (tmp_path / "report" / "results.md").read_text() == report
+
+    # A file that exists with other content stops the restore before anything is written.
+    metrics = next(root.glob("eval/mixsd-*/step-*/metrics.json"))
+    metrics.write_text("{}")
+    (root / "lr.json").unlink(missing_ok=True)
+    shutil.rmtree(root / "target-nll")
+    with pytest.raises(RecordError, match="already exist .* other content .*metrics.json.*nothing restored"):
+        record_command("restore", **flags)
+    assert metrics.read_text() == "{}" and not (root / "target-nll").exists()
