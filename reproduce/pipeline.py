@@ -162,7 +162,7 @@ class Reproduction:
             seed=seed,
             resume=True,
         )
-        if checkpoints(out) and _finished(out):
+        if checkpoints(out) and is_finished(out):
             print(f"reproduce: {out} is trained, nothing to do", flush=True)
         else:
             train(settings)
@@ -228,7 +228,7 @@ class Reproduction:
         return {method: choice["chosen"] for method, choice in choices.items()}
 
 
-def _finished(out: Path) -> bool:
+def is_finished(out: Path) -> bool:
     """Whether the run reached its last step (its run info says how many; the last checkpoint is that)."""
     info = json.loads((out / "train_config.json").read_text()) if (out / "train_config.json").is_file() else {}
     return bool(info) and checkpoints(out)[-1].name == f"step-{info.get('total_steps', -1):06d}"

@@ -6,7 +6,8 @@ committed, audited and continued.
     python -m reproduce.record restore --config configs/reproduce.yaml   # and back, before `make reproduce` goes on
 
 What it holds: the corpus, the targets (shards and manifests), each training run's config, metrics and its
-checkpoints' `checkpoint.json`, every evaluation (metrics and answers), the target-NLL caches and the rate
+checkpoints' `checkpoint.json` (finished runs only: one cut short could not be resumed without its state, so
+it is trained again), every evaluation (metrics and answers), the target-NLL caches and the rate
 choice. What it leaves out: weights, optimizer state and the tokenizer copies inside checkpoints. A checkpoint
 whose weights are still on disk is recorded as pruned (`pruned_weights.json`, the weights' sha256), exactly as
 `prune` leaves it, so a restored run is recognized as trained and its results as its own: the pipeline redoes
@@ -29,7 +30,7 @@ from mixsd.checkpoints import CHECKPOINT_INFO_FILE
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE, model_fingerprint
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.errors import UserError
-from reproduce.pipeline import ReproduceConfig
+from reproduce.pipeline import ReproduceConfig, is_finished
 
 CHECKPOINT_FILES = (CHECKPOINT_INFO_FILE, PRUNED_FINGERPRINT_FILE)  # all a checkpoint keeps in the record
 
@@ -50,11 +51,14 @@ def record_path(settings: ReproduceConfig, corpus: str) -> Path:
 
 def entries(root: Path) -> list[Entry]:
     """What the record of OUT/<corpus> holds, sorted by name (see the module docstring)."""
+    unfinished = _unfinished_runs(root)
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if not path.is_file() or any(part.startswith(".") for part in relative.parts):
             continue  # locks and unfinished temporaries
+        if _run_of(relative) in unfinished:
+            continue
         checkpoint = _checkpoint_of(relative)
         if checkpoint is None:
             found.append(Entry(relative.as_posix(), path.read_bytes()))
@@ -64,6 +68,20 @@ def entries(root: Path) -> list[Entry]:
             fingerprint = json.dumps(model_fingerprint(path.parent), indent=2, sort_keys=True) + "\n"
             found.append(Entry((relative.parent / PRUNED_FINGERPRINT_FILE).as_posix(), fingerprint.encode()))
     return sorted(found, key=lambda e: e.name)
+
+
+def _unfinished_runs(root: Path) -> set[str]:
+    """Training runs that have not reached their last step: without weights or resume state they could not be
+    continued, so neither they nor their scores are recorded (the next part trains and scores them anew)."""
+    return {run.name for run in (root / "train").glob("*") if run.is_dir() and not is_finished(run)}
+
+
+def _run_of(relative: Path) -> str | None:
+    """The training run a file belongs to: train/<run>/… and eval*/<run>/… (evaluations are named by run)."""
+    parts = relative.parts
+    if len(parts) >= 3 and (parts[0] == "train" or parts[0].startswith("eval")):
+        return parts[1]
+    return None
 
 
 def _checkpoint_of(relative: Path) -> Path | None:

@@ -3,6 +3,7 @@ is continued by `python -m reproduce` without redoing or rescoring any of it; a 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 
@@ -19,6 +20,14 @@ def _files(root):
     return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
+def _unfinished_copy(run, copy):
+    """A run that stopped before its last step: the same files, a run info that asks for one step more."""
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "train_config.json").read_text())
+    info["total_steps"] += 1
+    (copy / "train_config.json").write_text(json.dumps(info))
+
+
 def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_nothing(tiny_model_dir, tmp_path):
     config = tmp_path / "reproduce.yaml"
     config.write_text(
@@ -27,6 +36,8 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     flags = {"config": str(config), "seeds": "0", "lr_grid": "1e-3"}
     main_command(**flags)
     root, record = tmp_path / "runs" / "kgfact", tmp_path / "report" / "kgfact-record.tar.xz"
+    _unfinished_copy(root / "train" / "mixsd-0.5-lr0.001-seed0", root / "train" / "mixsd-0.5-lr0.001-seed9")
+    shutil.copytree(root / "eval" / "mixsd-0.5-lr0.001-seed0", root / "eval" / "mixsd-0.5-lr0.001-seed9")
     record_command("save", **flags)
     first = record.read_bytes()
     record_command("save", **flags)
@@ -35,6 +46,9 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     with tarfile.open(record) as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith((".safetensors", ".bin", ".pt"))]
+    assert not [n for n in names if "seed9" in n]  # a run cut short could not be resumed from the record
+    shutil.rmtree(root / "train" / "mixsd-0.5-lr0.001-seed9")
+    shutil.rmtree(root / "eval" / "mixsd-0.5-lr0.001-seed9")
     assert [n for n in names if n.startswith("eval/") and n.endswith("answers.jsonl")]
     last = checkpoints(root / "train" / "mixsd-0.5-lr0.001-seed0")[-1]
     assert has_weights(last)  # kept on disk for loading, recorded as pruned
