@@ -6,9 +6,11 @@ committed, audited and continued.
     python -m reproduce.record restore --config configs/reproduce.yaml   # and back, before `make reproduce` goes on
 
 What it holds: the corpus, the targets (shards and manifests), each training run's config, metrics and its
-checkpoints' `checkpoint.json` (finished runs only: one cut short could not be resumed without its state, so
-it is trained again), every evaluation (metrics and answers), the target-NLL caches and the rate
-choice. What it leaves out: weights, optimizer state and the tokenizer copies inside checkpoints. A checkpoint
+checkpoints' `checkpoint.json`, every evaluation (metrics and answers), the target-NLL caches and the rate
+choice. Only runs the pipeline is done with: trained to their last step and scored for
+every role, which `prune: true` marks by deleting their resume state (a run cut short, or a chosen
+learning-rate candidate not yet scored as a final run, is trained again by the next part). What it leaves
+out: weights, optimizer state and the tokenizer copies inside checkpoints. A checkpoint
 whose weights are still on disk is recorded as pruned (`pruned_weights.json`, the weights' sha256), exactly as
 `prune` leaves it, so a restored run is recognized as trained and its results as its own: the pipeline redoes
 none of it and scores only what is missing. Restoring never overwrites: a file that exists with other content
@@ -26,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from mixsd import config as cfg
 from mixsd.atomic import atomic_path
-from mixsd.checkpoints import CHECKPOINT_INFO_FILE
+from mixsd.checkpoints import CHECKPOINT_INFO_FILE, STATE_FILE, checkpoints
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE, model_fingerprint
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.errors import UserError
@@ -51,13 +53,13 @@ def record_path(settings: ReproduceConfig, corpus: str) -> Path:
 
 def entries(root: Path) -> list[Entry]:
     """What the record of OUT/<corpus> holds, sorted by name (see the module docstring)."""
-    unfinished = _unfinished_runs(root)
+    unsettled = _unsettled_runs(root)
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if not path.is_file() or any(part.startswith(".") for part in relative.parts):
             continue  # locks and unfinished temporaries
-        if _run_of(relative) in unfinished:
+        if _run_of(relative) in unsettled:
             continue
         checkpoint = _checkpoint_of(relative)
         if checkpoint is None:
@@ -70,10 +72,16 @@ def entries(root: Path) -> list[Entry]:
     return sorted(found, key=lambda e: e.name)
 
 
-def _unfinished_runs(root: Path) -> set[str]:
-    """Training runs that have not reached their last step: without weights or resume state they could not be
-    continued, so neither they nor their scores are recorded (the next part trains and scores them anew)."""
-    return {run.name for run in (root / "train").glob("*") if run.is_dir() and not is_finished(run)}
+def _unsettled_runs(root: Path) -> set[str]:
+    """Training runs the pipeline is not done with: not at their last step, or still holding resume state (it
+    deletes that only once a run is scored for its last role; the chosen learning-rate candidate keeps it until
+    it is scored again as seed 0's final run). Recorded as pruned they could be neither continued nor scored,
+    so neither they nor their scores are recorded: the next part trains and scores them anew."""
+    return {run.name for run in (root / "train").glob("*") if run.is_dir() and not _settled(run)}
+
+
+def _settled(run: Path) -> bool:
+    return is_finished(run) and not any((step / STATE_FILE).is_file() for step in checkpoints(run))
 
 
 def _run_of(relative: Path) -> str | None:
@@ -144,6 +152,8 @@ def main_command(action: str, config: str | None = None, **flags) -> None:
     for corpus in settings.corpora:
         root, record = Path(settings.out) / corpus, record_path(settings, corpus)
         if action == "save":
+            if not settings.prune:
+                raise RecordError("--prune false keeps every run's resume state, so no run is settled to record")
             if root.is_dir():
                 print(f"record: {save(root, record)} files of {root} → {record} ({record.stat().st_size:,} bytes)")
         elif action == "restore":

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from mixsd.checkpoints import checkpoints, has_weights
+from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
 from reproduce.pipeline import main_command
 from reproduce.record import RecordError
 from reproduce.record import main_command as record_command
@@ -38,6 +38,9 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     root, record = tmp_path / "runs" / "kgfact", tmp_path / "report" / "kgfact-record.tar.xz"
     _unfinished_copy(root / "train" / "mixsd-0.5-lr0.001-seed0", root / "train" / "mixsd-0.5-lr0.001-seed9")
     shutil.copytree(root / "eval" / "mixsd-0.5-lr0.001-seed0", root / "eval" / "mixsd-0.5-lr0.001-seed9")
+    unscored = root / "train" / "mixsd-0.5-lr0.001-seed8"  # finished, resume state kept: not scored for every role
+    shutil.copytree(root / "train" / "mixsd-0.5-lr0.001-seed0", unscored)
+    (checkpoints(unscored)[-1] / STATE_FILE).write_bytes(b"state")
     record_command("save", **flags)
     first = record.read_bytes()
     record_command("save", **flags)
@@ -46,8 +49,9 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     with tarfile.open(record) as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith((".safetensors", ".bin", ".pt"))]
-    assert not [n for n in names if "seed9" in n]  # a run cut short could not be resumed from the record
+    assert not [n for n in names if "seed9" in n or "seed8" in n]  # neither could be continued from the record
     shutil.rmtree(root / "train" / "mixsd-0.5-lr0.001-seed9")
+    shutil.rmtree(unscored)
     shutil.rmtree(root / "eval" / "mixsd-0.5-lr0.001-seed9")
     assert [n for n in names if n.startswith("eval/") and n.endswith("answers.jsonl")]
     last = checkpoints(root / "train" / "mixsd-0.5-lr0.001-seed0")[-1]
@@ -76,3 +80,5 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     with pytest.raises(RecordError, match="already exist .* other content .*metrics.json.*nothing restored"):
         record_command("restore", **flags)
     assert metrics.read_text() == "{}" and not (root / "target-nll").exists()
+    with pytest.raises(RecordError, match="prune false"):
+        record_command("save", prune=False, **flags)
