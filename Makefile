@@ -60,12 +60,11 @@ bench-ray: base corpus
 
 # The whole pipeline on the embedded default, end to end; each stage reuses what a previous run finished.
 DEMO_CONFIG := configs/demo.yaml
-DEMO_RUNS   := runs/demo/train/mixsd-lam0.3 runs/demo/train/mixsd-lam0.5 runs/demo/train/sft
+DEMO_RUNS   := runs/demo/train/mixsd-lam0.3 runs/demo/train/sft
 demo: install base corpus
 	$(PY) -m generate --config $(DEMO_CONFIG)
 	$(PY) -m generate --config $(DEMO_CONFIG) --method sft
 	$(PY) -m train --config $(DEMO_CONFIG) --method mixsd --shards "runs/demo/generate/mixsd-lam0.3-*" --out runs/demo/train/mixsd-lam0.3 --resume true
-	$(PY) -m train --config $(DEMO_CONFIG) --method mixsd --shards "runs/demo/generate/mixsd-lam0.5-*" --out runs/demo/train/mixsd-lam0.5 --resume true
 	$(PY) -m train --config $(DEMO_CONFIG) --method sft --shards "runs/demo/generate/sft-*" --out runs/demo/train/sft --resume true
 	$(PY) -m evaluate.sweep --config $(DEMO_CONFIG) --runs $(DEMO_RUNS)
 	$(PY) -m evaluate.report --runs $(DEMO_RUNS) --eval_dir runs/demo/eval --base $(BASE_DIR) --out runs/demo
