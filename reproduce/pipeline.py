@@ -222,9 +222,11 @@ class Reproduction:
                 print(f"reproduce: {cell.corpus} {cell.method}: {json.dumps(choices[cell.method])}", flush=True)
                 # The chosen candidate is seed `seed`'s final run: scored again with every probe, so kept whole.
                 self.prune([candidates[lr] for lr in grid if lr != choices[cell.method]["chosen"]], False)
+        # Merged into the record: a part run with fewer methods keeps the other methods' choices.
         record = Path(self.settings.out) / cells[0].corpus / "lr.json"
-        if not record.is_file() or json.loads(record.read_text()) != choices:
-            write_json(record, choices)
+        recorded = json.loads(record.read_text()) if record.is_file() else {}
+        if recorded | choices != recorded:
+            write_json(record, recorded | choices)
         return {method: choice["chosen"] for method, choice in choices.items()}
 
 
