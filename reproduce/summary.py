@@ -16,11 +16,13 @@ from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
+from mixsd.run_format import expand_run_dirs, read_rows
 from mixsd.versions import versions
 from reproduce.pipeline import Cell, ReproduceConfig
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
+REFERENCE = "sft"  # the baseline every other method's retention is compared with, checkpoint by checkpoint
 
 
 def mean_interval(values: list[float]) -> dict | None:
@@ -33,6 +35,18 @@ def mean_interval(values: list[float]) -> dict | None:
         return {"mean": mean, "n": 1, "interval": None}
     half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
     return {"mean": mean, "n": len(values), "interval": [mean - half, mean + half]}
+
+
+def difference_interval(values: list[float], reference: list[float]) -> dict | None:
+    """Mean of `values` minus mean of `reference` (independent seeds) with a 95% interval: Welch's standard
+    error and the t quantile at min(n) - 1 degrees of freedom, a conservative bound on Welch's df that needs no
+    fractional-df quantile. None with fewer than 2 values on either side."""
+    if min(len(values), len(reference)) < 2:
+        return None
+    difference = statistics.fmean(values) - statistics.fmean(reference)
+    error = (statistics.variance(values) / len(values) + statistics.variance(reference) / len(reference)) ** 0.5
+    half = T95.get(min(len(values), len(reference)) - 1, 1.96) * error
+    return {"mean": difference, "n": [len(values), len(reference)], "interval": [difference - half, difference + half]}
 
 
 def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float | None]:
@@ -114,6 +128,7 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
             key: mean_interval([f.get(key) for f in finals]) for key in keys
         }
         curves[method] = _curve(entry["runs"])
+    against, verified = _against_reference(methods), _verified_counts(methods)
     figures = {
         "trade-off": plots.tradeoff_bands(curves, report_dir / f"{corpus}-tradeoff.png"),
         "Fisher movement": plots.fisher_bars(
@@ -125,15 +140,17 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
         figures["target NLL"] = plots.nll_cdf(
             {m: v for m, v in pooled_nll.items() if v}, report_dir / f"{corpus}-target-nll.png"
         )
-    text = "\n\n".join(
-        [
-            f"## {TITLES[corpus]}",
-            _table(rows),
-            _base_line(root / "eval" / "base"),
-            "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
-        ]
-    )
-    return {"methods": rows, "curves": curves}, text
+    paragraphs = [
+        f"## {TITLES[corpus]}",
+        _table(rows),
+        _base_line(root / "eval" / "base"),
+        _against_table(against),
+        _verified_line(verified),
+        "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
+    ]
+    text = "\n\n".join(p for p in paragraphs if p)
+    document = {"methods": rows, "curves": curves, f"against {REFERENCE}": against, "verified by attempt": verified}
+    return document, text
 
 
 def _curve(runs) -> list[dict]:
@@ -153,6 +170,92 @@ def _curve(runs) -> list[dict]:
             }
         )
     return points
+
+
+def _against_reference(methods: dict) -> list[dict]:
+    """Each method's held-out retention minus the reference method's at the same k-th checkpoint (the same
+    optimizer step: every method trains the same steps), with both methods' train accuracy, so a reader sees
+    where memorization is matched. Empty without the reference method."""
+    if REFERENCE not in methods:
+        return []
+    reference = methods[REFERENCE]["runs"]
+    rows = []
+    for method, entry in methods.items():
+        if method == REFERENCE:
+            continue
+        for index in range(min(len(r.results) for r in entry["runs"] + reference)):
+            ours = [r.results[index][1]["metrics"] for r in entry["runs"]]
+            theirs = [r.results[index][1]["metrics"] for r in reference]
+            rows.append(
+                {
+                    "method": method,
+                    "steps": sorted({r.results[index][0] for r in entry["runs"] + reference}),
+                    "train accuracy": [
+                        statistics.fmean(m["accuracy"]["train"] for m in side) for side in (ours, theirs)
+                    ],
+                    "retention": [statistics.fmean(m["retention"]["average"] for m in side) for side in (ours, theirs)],
+                    "difference": difference_interval(
+                        [m["retention"]["average"] for m in ours], [m["retention"]["average"] for m in theirs]
+                    ),
+                }
+            )
+    return rows
+
+
+def verified_by_attempt(rows: list[dict]) -> list[int]:
+    """How many verified targets the generator had after 1, 2, … attempts (a retry redraws the coins): the
+    ceiling of what training on verified targets can teach, as a function of the retry budget."""
+    attempts = [row["attempts"] for row in rows if row["correct"]]
+    return [sum(1 for a in attempts if a <= k) for k in range(1, max((r["attempts"] for r in rows), default=0) + 1)]
+
+
+def _verified_counts(methods: dict) -> dict[str, dict]:
+    """Per MixSD run: its shards' verified targets by attempt (the shards its train_config.json names)."""
+    counts = {}
+    for method, entry in methods.items():
+        for run in entry["runs"] if method.startswith("mixsd") else []:
+            patterns = json.loads((run.directory / "train_config.json").read_text())["config"]["shards"]
+            rows = [row for shard in expand_run_dirs(patterns) for row in read_rows(shard)]
+            counts[run.directory.name] = {"rows": len(rows), "verified after attempts": verified_by_attempt(rows)}
+    return counts
+
+
+def _verified_line(counts: dict[str, dict]) -> str:
+    if not counts:
+        return ""
+    parts = [
+        f"{name}: {', '.join(map(str, c['verified after attempts']))} of {c['rows']}" for name, c in counts.items()
+    ]
+    return (
+        "Verified targets after 1, 2, … attempts (each retry redraws the expert/naive coins; training uses "
+        "verified targets only, so this is the ceiling of its train accuracy): " + "; ".join(parts) + "."
+    )
+
+
+def _against_table(rows: list[dict]) -> str:
+    if not rows:
+        return f"(No comparison at matched steps: {REFERENCE} is not in the table.)"
+    lines = [
+        f"Held-out retention against {REFERENCE} at the same step (mean over seeds; difference with a 95% Welch "
+        "interval at min(n) − 1 degrees of freedom, conservative; an interval that excludes 0 is a difference "
+        "these seeds establish; intervals are per row, not adjusted for the number of rows):",
+        "",
+        f"| method | step | train acc (method / {REFERENCE}) | avg retention (method / {REFERENCE}) "
+        "| difference [95%] |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        steps = "/".join(map(str, row["steps"]))
+        acc, ret, diff = row["train accuracy"], row["retention"], row["difference"]
+        interval = (
+            "–"
+            if diff is None or diff["interval"] is None
+            else (f"{diff['mean']:+.3f} [{diff['interval'][0]:+.3f}, {diff['interval'][1]:+.3f}]")
+        )
+        lines.append(
+            f"| {row['method']} | {steps} | {acc[0]:.3f} / {acc[1]:.3f} | {ret[0]:.3f} / {ret[1]:.3f} | {interval} |"
+        )
+    return "\n".join(lines)
 
 
 def _base_line(base_result: Path) -> str:

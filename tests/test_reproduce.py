@@ -14,7 +14,9 @@ from evaluate.evaluator import EvalError, check_model
 from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.config import ConfigError
+from mixsd.run_format import expand_run_dirs, read_rows
 from reproduce.pipeline import ReproduceConfig, main_command, parse_method
+from reproduce.summary import difference_interval, verified_by_attempt
 from reproduce.summary import main_command as summary_command
 
 CONFIG = """
@@ -96,13 +98,30 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     assert re.search(r"\| sft \| [0-9.e-]+ \| 2 \| 2/2 \|", text)  # seeds and each seed's final step
     assert all((tmp_path / "report" / f"kgfact-{name}.png").stat().st_size > 0 for name in ("tradeoff", "fisher"))
     assert re.search(r"Base model \(correct / n, Wilson 95%\): .*train \d+/4 \[.*arithmetic \d+/\d+ \[", text)
+    # Retention against SFT at each step: one row per other method and checkpoint, from the same results.
+    against = summary["corpora"]["kgfact"]["against sft"]
+    assert [(row["method"], row["steps"]) for row in against] == [
+        (m, [s]) for m in ("opsd", "mixsd-0.5") for s in (1, 2)
+    ]
+    assert against[0]["difference"]["n"] == [2, 2] and "| opsd | 2 |" in text
+    # MixSD's ceiling: verified targets by attempt, the last count being all the verified rows of its shards.
+    verified = summary["corpora"]["kgfact"]["verified by attempt"]
+    assert sorted(verified) == [f"mixsd-0.5-lr{choices['mixsd-0.5']['chosen']:g}-seed{s}" for s in (0, 1)]
+    for name, entry in verified.items():
+        shards = json.loads((root / "train" / name / "train_config.json").read_text())["config"]["shards"]
+        rows = [row for shard in expand_run_dirs(shards) for row in read_rows(shard)]
+        counts = entry["verified after attempts"]
+        assert counts == sorted(counts) and counts[-1] == sum(r["correct"] for r in rows) and f"{name}: " in text
     # Between parts of a long run: what is scored so far, the rest named.
     summary_command(config=str(config), seeds="0,1,2", methods="sft,mixsd-0.3", report=str(tmp_path / "partial"))
     partial = json.loads((tmp_path / "partial" / "results.json").read_text())["corpora"]["kgfact"]
     assert partial["pending"] == ["sft seed 2", "mixsd-0.3 (learning rate not chosen yet)"]
     assert partial["methods"]["sft"]["seeds"] == 2 and "sft seed 2" in (tmp_path / "partial" / "results.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
-    main_command(config=str(config))  # everything is reused: no target, checkpoint or result is rewritten
+    # Everything is reused: no target, checkpoint or result is rewritten; a part with fewer methods keeps the
+    # other methods' rate choices.
+    main_command(config=str(config), methods="sft")
+    main_command(config=str(config))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
@@ -146,6 +165,20 @@ kgfunc_overrides:
     assert manifest["output_settings"]["max_new_tokens"] == 8
     report = (tmp_path / "report" / "results.md").read_text()
     assert "## KGFunc" in report and "score unseen" in report and "| mixsd-0.5 |" in report
+
+
+def test_verified_by_attempt_counts_verified_rows_cumulatively():
+    rows = [{"attempts": 1, "correct": True}, {"attempts": 3, "correct": True}, {"attempts": 3, "correct": False}]
+    assert verified_by_attempt(rows) == [1, 1, 2]
+
+
+def test_difference_interval_is_welch_with_conservative_degrees_of_freedom():
+    values, reference = [0.7, 0.8, 0.9], [0.5, 0.6]
+    error = (0.01 / 3 + 0.005 / 2) ** 0.5  # sample variances 0.01 and 0.005
+    result = difference_interval(values, reference)
+    assert result["mean"] == pytest.approx(0.25) and result["n"] == [3, 2]
+    assert result["interval"] == pytest.approx([0.25 - 12.706 * error, 0.25 + 12.706 * error])  # t at 1 df
+    assert difference_interval([0.7], reference) is None
 
 
 def test_reproduce_settings_are_checked():
