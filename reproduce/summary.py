@@ -233,8 +233,8 @@ def _verified_line(counts: dict[str, dict]) -> str:
 
 
 def _against_table(rows: list[dict]) -> str:
-    if not rows:
-        return f"(No comparison at matched steps: {REFERENCE} is not in the table.)"
+    if not rows:  # no reference, or nothing else to compare with it
+        return ""
     lines = [
         f"Held-out retention against {REFERENCE} at the same step (mean over seeds; difference with a 95% Welch "
         "interval at min(n) − 1 degrees of freedom, conservative; an interval that excludes 0 is a difference "
