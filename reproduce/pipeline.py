@@ -7,7 +7,8 @@ project's own commands, each reusing what a previous run finished (so the whole 
    coins that pick expert or naive tokens derive from the seed); OPSD trains on the SFT rows' prompts;
 3. the learning rate per corpus and method, from `lr_grid` on seed 0: each candidate's checkpoints scored on
    the train split alone (`--probes false`), and the rule: the lowest rate whose best train accuracy over
-   checkpoints is within `lr_tolerance` of the best any rate reached. It never reads a retention probe;
+   checkpoints is within `lr_tolerance` of the best any rate reached. It never reads a retention probe. Each
+   candidate is scored as soon as it is trained, so a part may end between candidates;
 4. training every seed at that rate, and evaluating every checkpoint with every probe;
 5. the summary (`summary.py`): mean and 95% interval over seeds per method, and the figures.
 Runs are scored as soon as a method's are trained, so that with `prune` (default) the weights no longer needed
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ import yaml
 
 from mixsd import config as cfg
 from mixsd.atomic import write_json
-from mixsd.checkpoints import checkpoints, prune_weights
+from mixsd.checkpoints import checkpoints, has_weights, prune_weights
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import ConfigError
 from mixsd.lock import output_lock
@@ -109,8 +111,10 @@ class Reproduction:
                     self.targets(cell, corpus_dir, seed)
             rates = self.learning_rates(cells, corpus_dir)
             with self.scorer(corpus, corpus_dir, probes=True) as scorer:
+                scored_in = Path(scorer.config.out)
                 for cell in cells:
-                    runs = [self.train(cell, corpus_dir, rates[cell.method], seed) for seed in self.settings.seeds]
+                    lr = rates[cell.method]
+                    runs = [self.train(cell, corpus_dir, lr, seed, scored_in) for seed in self.settings.seeds]
                     scorer.score([str(r) for r in runs])
                     self.prune(runs, keep_last_weights=True)
                     trained += runs
@@ -146,7 +150,10 @@ class Reproduction:
         (run,) = Generator(settings).run_all()
         return run
 
-    def train(self, cell: Cell, corpus_dir: Path, lr: float, seed: int) -> Path:
+    def train(self, cell: Cell, corpus_dir: Path, lr: float, seed: int, scored_in: Path) -> Path:
+        """The run of `cell` at `lr` and `seed`, trained unless it already is. A finished run whose weights were
+        deleted before it was scored in `scored_in` (restored from the record: a rate candidate chosen after its
+        part ended) is trained again, from its seed, for the scoring that needs them."""
         from train.config import TrainConfig
         from train.trainer import train
 
@@ -163,9 +170,17 @@ class Reproduction:
             resume=True,
         )
         if checkpoints(out) and is_finished(out):
-            print(f"reproduce: {out} is trained, nothing to do", flush=True)
-        else:
-            train(settings)
+            unscored = [s.name for s in checkpoints(out) if not has_weights(s) and not _scored(scored_in, s)]
+            if not unscored:
+                print(f"reproduce: {out} is trained, nothing to do", flush=True)
+                return out
+            print(
+                f"reproduce: {out}: the weights of {', '.join(unscored)} are gone and not scored in {scored_in}: "
+                "training it again",
+                flush=True,
+            )
+            shutil.rmtree(out)
+        train(settings)
         return out
 
     @contextlib.contextmanager
@@ -189,6 +204,13 @@ class Reproduction:
         with output_lock(out, f"evaluation sweep {out}"), Sweep(settings) as sweep:
             yield sweep
 
+    def drop_state(self, run: Path) -> None:
+        """A finished run's resume state, which nothing reads again: without it the run is settled, and the
+        record keeps it (reproduce.record)."""
+        if self.settings.prune:
+            for step in checkpoints(run):
+                prune_weights(step, keep_weights=True)
+
     def prune(self, runs: list[Path], keep_last_weights: bool) -> None:
         """Every checkpoint's resume state, and its weights unless it is a run's last and `keep_last_weights`."""
         if not self.settings.prune:
@@ -209,9 +231,15 @@ class Reproduction:
         seed = self.settings.seeds[0]
         choices = {}
         with self.scorer(cells[0].corpus, corpus_dir, probes=False) as scorer:
+            scored_in = Path(scorer.config.out)
             for cell in cells:
-                candidates = {lr: self.train(cell, corpus_dir, lr, seed) for lr in grid}
-                scorer.score([str(r) for r in candidates.values()])
+                candidates = {}
+                for lr in grid:
+                    # Scored as soon as trained and settled: a part that ends between candidates (an OPSD run
+                    # is over an hour on 2 cores) leaves the finished ones in the record.
+                    candidates[lr] = self.train(cell, corpus_dir, lr, seed, scored_in)
+                    scorer.score([str(candidates[lr])])
+                    self.drop_state(candidates[lr])
                 best = {lr: max(_train_accuracies(Path(scorer.config.out), candidates[lr])) for lr in grid}
                 top = max(best.values())
                 choices[cell.method] = {
@@ -234,6 +262,11 @@ def is_finished(out: Path) -> bool:
     """Whether the run reached its last step (its run info says how many; the last checkpoint is that)."""
     info = json.loads((out / "train_config.json").read_text()) if (out / "train_config.json").is_file() else {}
     return bool(info) and checkpoints(out)[-1].name == f"step-{info.get('total_steps', -1):06d}"
+
+
+def _scored(eval_dir: Path, step: Path) -> bool:
+    """Whether checkpoint `step` has a result in the sweep directory `eval_dir`."""
+    return (eval_dir / step.parent.name / step.name / "metrics.json").is_file()
 
 
 def _train_accuracies(eval_dir: Path, run: Path) -> list[float]:

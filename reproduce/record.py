@@ -7,9 +7,9 @@ committed, audited and continued.
 
 What it holds: the corpus, the targets (shards and manifests), each training run's config, metrics and its
 checkpoints' `checkpoint.json`, every evaluation (metrics and answers), the target-NLL caches and the rate
-choice. Only runs the pipeline is done with: trained to their last step and scored for
-every role, which `prune: true` marks by deleting their resume state (a run cut short, or a chosen
-learning-rate candidate not yet scored as a final run, is trained again by the next part). What it leaves
+choice. Only runs the pipeline is done with for now: trained to their last step and scored, which `prune: true`
+marks by deleting their resume state (a run cut short is trained again by the next part; so is a rate candidate
+recorded after its train-split scoring and chosen later, whose final scoring needs the weights). What it leaves
 out: weights, optimizer state and the tokenizer copies inside checkpoints. A checkpoint
 whose weights are still on disk is recorded as pruned (`pruned_weights.json`, the weights' sha256), exactly as
 `prune` leaves it, so a restored run is recognized as trained and its results as its own: the pipeline redoes

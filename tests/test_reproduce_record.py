@@ -82,3 +82,44 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     assert metrics.read_text() == "{}" and not (root / "target-nll").exists()
     with pytest.raises(RecordError, match="prune false"):
         record_command("save", prune=False, **flags)
+
+
+def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(tiny_model_dir, tmp_path, monkeypatch):
+    """A rate candidate is settled once scored on the train split, so the record keeps it when the part ends
+    before the next candidate; restored and then chosen, it is trained again for its scoring with every probe
+    (its weights are not in the record), and the candidate's train-split results are reused, not redone."""
+    from reproduce.pipeline import Reproduction
+
+    config = tmp_path / "reproduce.yaml"
+    config.write_text(CONFIG.format(model=tiny_model_dir, out=tmp_path).replace("[sft, opsd, mixsd-0.5]", "[sft]"))
+    # Tolerance 1: the lowest rate is chosen whatever the scores, so the recorded candidate is the chosen one.
+    flags = {"config": str(config), "seeds": "0", "lr_grid": "1e-3,1e-2", "lr_tolerance": 1.0}
+    train = Reproduction.train
+
+    def ends_at_the_second_candidate(self, cell, corpus_dir, lr, *rest):
+        if lr == 1e-2:
+            raise KeyboardInterrupt
+        return train(self, cell, corpus_dir, lr, *rest)
+
+    monkeypatch.setattr(Reproduction, "train", ends_at_the_second_candidate)
+    with pytest.raises(KeyboardInterrupt):
+        main_command(**flags)
+    monkeypatch.undo()
+    root, record = tmp_path / "runs" / "kgfact", tmp_path / "report" / "kgfact-record.tar.xz"
+    record_command("save", **flags)
+    with tarfile.open(record) as tar:
+        names = tar.getnames()
+    first = root / "train" / "sft-lr0.001-seed0"
+    assert f"train/{first.name}/train_config.json" in names
+    assert [n for n in names if n.startswith(f"eval-train-split/{first.name}/") and n.endswith("metrics.json")]
+
+    shutil.rmtree(tmp_path / "runs")
+    record_command("restore", **flags)
+    scored = {p: p.stat().st_mtime_ns for p in (root / "eval-train-split").rglob("metrics.json")}
+    assert not any(has_weights(step) for step in checkpoints(first))
+    main_command(**flags)
+    assert json.loads((root / "lr.json").read_text())["sft"]["chosen"] == 1e-3
+    assert {p: p.stat().st_mtime_ns for p in scored} == scored  # its train-split results reused
+    assert has_weights(checkpoints(first)[-1])  # trained again, its last checkpoint kept for loading
+    assert all((root / "eval" / first.name / step.name / "metrics.json").is_file() for step in checkpoints(first))
+    assert (root / "train" / "sft-lr0.01-seed0" / "train_config.json").is_file()
