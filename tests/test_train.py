@@ -285,6 +285,36 @@ def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> floa
     return float((reverse_kl(s, t, 0) * valid).sum() / valid.sum())
 
 
+def test_opsd_rollouts_sampled_for_the_whole_step_train_the_same_model(tiny_model_dir, sft_run, tmp_path):
+    """--rollout_batch_size decodes every rollout of a step together (wider decode passes) instead of one
+    micro-batch's at a time: the same rollouts (keyed by example, sample and position), so the same losses
+    and weights, and they differ from another seed's (the rollouts are really sampled)."""
+    from train.data import load_examples
+    from train.opsd import rollouts
+
+    def run(name, **overrides):
+        settings = dict(method="opsd", max_steps=2, batch_size=8, micro_batch_size=2, rollouts=3)
+        settings |= dict(rollout_max_new_tokens=6, save_every=0, kl_top_k=0) | overrides
+        return train(config(tiny_model_dir, [sft_run], tmp_path / name, **settings))
+
+    per_group, whole_step = run("per-group"), run("whole-step", rollout_batch_size=5)
+    a, b = weights(per_group), weights(whole_step)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+    losses = [[r["loss"] for r in metrics(tmp_path / name)] for name in ("per-group", "whole-step")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 2
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = load_examples([str(sft_run)])[0][:4]
+    settings = config(tiny_model_dir, [sft_run], tmp_path / "x", rollouts=3, rollout_max_new_tokens=6)
+    together = rollouts(model, examples, tokenizer, settings, step=1)
+    for rows in (1, 5):
+        assert rollouts(model, examples, tokenizer, settings, step=1, batch_rows=rows) == together
+    assert rollouts(model, examples, tokenizer, settings, step=2) != together
+
+
 def test_opsd_trains_towards_the_expert(tiny_model_dir, kgfact_small, tmp_path):
     """Four examples seen at every step: the student, given only the naive prompt, must move towards what
     the frozen base model says with the expert prompt, on completions it samples itself."""

@@ -71,20 +71,46 @@ def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: in
     return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
 
 
-def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step: int, autocast):
-    """(summed per-token reverse KL over all rollouts of the group, number of completion tokens). Rollout r of
-    an example at optimizer step s is sample s * rollouts + r of that example's random stream."""
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def rollouts(model, examples: list[TrainExample], tokenizer, config, step: int, batch_rows: int = 0):
+    """{example id: its `config.rollouts` completions at optimizer step `step`}, each ending in EOS unless cut
+    at `rollout_max_new_tokens`. Rollout r of an example at step s is sample s * rollouts + r of that example's
+    random stream, so the rows decoded together (`batch_rows` at a time; 0: all) do not change it."""
     core = getattr(model, "module", model)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    eos, pad = tokenizer.eos_token_id, _pad_id(tokenizer)
+    unique = list({e.example_id: e for e in examples}.values())
+    rows = sorted(((e, r) for e in unique for r in range(config.rollouts)), key=lambda row: len(row[0].prompt_ids))
+    width = batch_rows or len(rows)
+    drawn = {}
+    for start in range(0, len(rows), width):
+        chunk = rows[start : start + width]
+        completions = sample(
+            core,
+            [e.prompt_ids for e, _ in chunk],
+            config.rollout_max_new_tokens,
+            config.rollout_temperature,
+            eos,
+            pad,
+            config.seed,
+            [example_key(e.example_id) for e, _ in chunk],
+            [step * config.rollouts + r for _, r in chunk],
+        )
+        for (e, r), c in zip(chunk, completions):
+            drawn[e.example_id, r] = c + [eos] if len(c) < config.rollout_max_new_tokens else c
+    return {e.example_id: [drawn[e.example_id, r] for r in range(config.rollouts)] for e in unique}
+
+
+def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step: int, autocast, drawn=None):
+    """(summed per-token reverse KL over all rollouts of the group, number of completion tokens). `drawn`: the
+    step's rollouts sampled beforehand (`rollouts`); None: the group's are sampled here."""
+    drawn = drawn if drawn is not None else rollouts(model, group, tokenizer, config, step)
+    pad = _pad_id(tokenizer)
     naive = [e.prompt_ids for e in group for _ in range(config.rollouts)]
     expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
-    keys = [example_key(e.example_id) for e in group for _ in range(config.rollouts)]
-    samples = [step * config.rollouts + r for _ in group for r in range(config.rollouts)]
-    completions = sample(
-        core, naive, config.rollout_max_new_tokens, config.rollout_temperature, eos, pad, config.seed, keys, samples
-    )
-    completions = [c + [eos] if len(c) < config.rollout_max_new_tokens else c for c in completions]
+    completions = [c for e in group for c in drawn[e.example_id]]
     with autocast:
         student_logp, valid = _completion_logprobs(model, naive, completions, pad)
         with torch.no_grad():

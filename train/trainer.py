@@ -25,7 +25,7 @@ from train.config import TrainConfig
 from train.distributed import Distributed
 from train.logs import StepLog, parse_sinks, progress_fields
 from train.memory import fix_mmap_threshold
-from train.opsd import opsd_loss
+from train.opsd import opsd_loss, rollouts
 
 
 class TrainingError(UserError, RuntimeError):
@@ -130,7 +130,7 @@ class StepContext:
     autocast: object  # a context manager: bf16 autocast or nothing
 
 
-def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
+def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int, _drawn=None) -> tuple[torch.Tensor, int, int]:
     """SFT and MixSD: the summed NLL of the target tokens (and EOS where the target ended); (loss, labelled
     tokens, tokens processed)."""
     collated = data.collate(group, ctx.tokenizer.eos_token_id, _pad_id(ctx.tokenizer))
@@ -141,13 +141,21 @@ def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tup
     )
 
 
-def opsd_step_loss(ctx: StepContext, group: list[data.TrainExample], step: int) -> tuple[torch.Tensor, int, int]:
+def opsd_step_loss(ctx: StepContext, group: list[data.TrainExample], step: int, drawn=None):
     """OPSD: the summed reverse KL over the group's rollouts; (loss, completion tokens, completion tokens)."""
-    summed, tokens = opsd_loss(ctx.model, ctx.teacher, group, ctx.tokenizer, ctx.config, step, ctx.autocast)
+    summed, tokens = opsd_loss(ctx.model, ctx.teacher, group, ctx.tokenizer, ctx.config, step, ctx.autocast, drawn)
     return summed, tokens, tokens
 
 
+def opsd_step_rollouts(ctx: StepContext, batch: list[data.TrainExample], step: int) -> dict | None:
+    """With --rollout_batch_size: every rollout of this process's batch, before its micro-batches."""
+    size = ctx.config.rollout_batch_size
+    return rollouts(ctx.model, batch, ctx.tokenizer, ctx.config, step, size) if size else None
+
+
 LOSSES = {"sft": nll_loss, "mixsd": nll_loss, "opsd": opsd_step_loss}
+# Work a step does over its whole batch before the micro-batches' losses (their shared input).
+BEFORE_STEP = {"opsd": opsd_step_rollouts}
 
 
 def _restore(directory: Path, model, optimizer, scheduler, dist: Distributed) -> int:
@@ -206,11 +214,12 @@ def _train_step(ctx: StepContext, batch: list[data.TrainExample], step: int) -> 
     token count is known only after its rollouts."""
     ctx.model.train()
     groups = data.micro_batches(batch, ctx.config.micro_batch_size)
-    loss_fn = LOSSES[ctx.config.method]
+    loss_fn, before = LOSSES[ctx.config.method], BEFORE_STEP.get(ctx.config.method)
+    shared = before(ctx, batch, step) if before else None
     total, loss_tokens, processed = torch.zeros((), device=ctx.device), 0, 0  # the loss stays on the device
     for i, group in enumerate(groups):
         with ctx.dist.no_sync(ctx.model, last=i == len(groups) - 1):
-            summed, labelled, seen = loss_fn(ctx, group, step)
+            summed, labelled, seen = loss_fn(ctx, group, step, shared)
             (summed * ctx.dist.world).backward()  # DDP averages over processes: this makes it a global sum
         total, loss_tokens, processed = total + summed.detach(), loss_tokens + labelled, processed + seen
         del summed
