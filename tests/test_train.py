@@ -287,8 +287,9 @@ def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> floa
 
 def test_opsd_rollouts_sampled_for_the_whole_step_train_the_same_model(tiny_model_dir, sft_run, tmp_path):
     """--rollout_batch_size decodes every rollout of a step together (wider decode passes) instead of one
-    micro-batch's at a time: the same rollouts (keyed by example, sample and position), so the same losses
-    and weights, and they differ from another seed's (the rollouts are really sampled)."""
+    micro-batch's at a time: the same draws (keyed by example, sample and position), so on this tiny model the
+    same rollouts, losses and weights (on a real model rounding of the logits, which depends on the batch's
+    shape, can flip a token: README), and another step's rollouts differ (they are really sampled)."""
     from train.data import load_examples
     from train.opsd import rollouts
 

@@ -78,7 +78,8 @@ def _pad_id(tokenizer) -> int:
 def rollouts(model, examples: list[TrainExample], tokenizer, config, step: int, batch_rows: int = 0):
     """{example id: its `config.rollouts` completions at optimizer step `step`}, each ending in EOS unless cut
     at `rollout_max_new_tokens`. Rollout r of an example at step s is sample s * rollouts + r of that example's
-    random stream, so the rows decoded together (`batch_rows` at a time; 0: all) do not change it."""
+    random stream, so the rows decoded together (`batch_rows` at a time; 0: all) do not change its draws; they
+    change its tokens only where rounding of the logits, which depends on the batch's shape, crosses a draw."""
     core = getattr(model, "module", model)
     eos, pad = tokenizer.eos_token_id, _pad_id(tokenizer)
     unique = list({e.example_id: e for e in examples}.values())
