@@ -129,6 +129,11 @@ def micro_batches(batch: list[TrainExample], micro_batch_size: int) -> list[list
     return [ordered[i : i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
 
 
+def pad_id(tokenizer) -> int:
+    """The tokenizer's padding id, or EOS for tokenizers without one (SmolLM2's has one; many do not)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def collate(examples: list[TrainExample], eos_id: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded input ids, attention mask and labels (IGNORE on prompt and padding)."""
     width = max(len(e) for e in examples)

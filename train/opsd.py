@@ -7,7 +7,7 @@ import torch
 
 from mixsd.batching import decode
 from mixsd.randomness import Stream, example_key, uniforms
-from train.data import TrainExample
+from train.data import TrainExample, pad_id
 
 
 @torch.no_grad()
@@ -71,17 +71,13 @@ def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: in
     return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
 def rollouts(model, examples: list[TrainExample], tokenizer, config, step: int, batch_rows: int = 0):
     """{example id: its `config.rollouts` completions at optimizer step `step`}, each ending in EOS unless cut
     at `rollout_max_new_tokens`. Rollout r of an example at step s is sample s * rollouts + r of that example's
     random stream, so the rows decoded together (`batch_rows` at a time; 0: all) do not change its draws; they
     change its tokens only where rounding of the logits, which depends on the batch's shape, crosses a draw."""
     core = getattr(model, "module", model)
-    eos, pad = tokenizer.eos_token_id, _pad_id(tokenizer)
+    eos, pad = tokenizer.eos_token_id, pad_id(tokenizer)
     unique = list({e.example_id: e for e in examples}.values())
     rows = sorted(((e, r) for e in unique for r in range(config.rollouts)), key=lambda row: len(row[0].prompt_ids))
     width = batch_rows or len(rows)
@@ -108,7 +104,7 @@ def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step
     """(summed per-token reverse KL over all rollouts of the group, number of completion tokens). `drawn`: the
     step's rollouts sampled beforehand (`rollouts`); None: the group's are sampled here."""
     drawn = drawn if drawn is not None else rollouts(model, group, tokenizer, config, step)
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     naive = [e.prompt_ids for e in group for _ in range(config.rollouts)]
     expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
     completions = [c for e in group for c in drawn[e.example_id]]

@@ -133,7 +133,7 @@ class StepContext:
 def nll_loss(ctx: StepContext, group: list[data.TrainExample], step: int, _drawn=None) -> tuple[torch.Tensor, int, int]:
     """SFT and MixSD: the summed NLL of the target tokens (and EOS where the target ended); (loss, labelled
     tokens, tokens processed)."""
-    collated = data.collate(group, ctx.tokenizer.eos_token_id, _pad_id(ctx.tokenizer))
+    collated = data.collate(group, ctx.tokenizer.eos_token_id, data.pad_id(ctx.tokenizer))
     return (
         _summed_nll(ctx.model, collated, ctx.device, ctx.autocast),
         sum(e.label_count() for e in group),
@@ -282,10 +282,6 @@ def _load_model(source, device):
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)  # float32 master weights
     return model, load_tokenizer(str(source))
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
