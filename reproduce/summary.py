@@ -209,6 +209,7 @@ def _against_reference(methods: dict) -> list[dict]:
         for index in range(min(len(r.results) for r in entry["runs"] + reference)):
             ours = [r.results[index][1]["metrics"] for r in entry["runs"]]
             theirs = [r.results[index][1]["metrics"] for r in reference]
+            retention = [[held_out_average(m) for m in side] for side in (ours, theirs)]
             rows.append(
                 {
                     "method": method,
@@ -216,10 +217,8 @@ def _against_reference(methods: dict) -> list[dict]:
                     "train accuracy": [
                         statistics.fmean(m["accuracy"]["train"] for m in side) for side in (ours, theirs)
                     ],
-                    "retention": [statistics.fmean(held_out_average(m) for m in side) for side in (ours, theirs)],
-                    "difference": difference_interval(
-                        [held_out_average(m) for m in ours], [held_out_average(m) for m in theirs]
-                    ),
+                    "retention": [statistics.fmean(side) for side in retention],
+                    "difference": difference_interval(*retention),
                 }
             )
     return rows
