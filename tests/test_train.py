@@ -274,6 +274,26 @@ def test_completion_logprobs_match_each_sequence_alone(tiny_model_dir):
             assert valid[row].tolist() == [True] * len(c) + [False] * (4 - len(c))
 
 
+def test_shared_prompt_logprobs_match_the_full_pass(tiny_model_dir):
+    """The teacher's pass that runs each distinct prompt once and shares its KV cache among the prompt's
+    rollouts gives the distributions of one full pass per row: prompts of different lengths (left padding),
+    completions of different lengths, one of a single token."""
+    from transformers import AutoModelForCausalLM
+
+    from train.opsd import _completion_logprobs, _shared_prompt_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]] * 3
+    completions = [[40, 41], [43, 44, 45, 46], [47], [50, 51, 52], [53], [54, 55, 56, 57]]
+    with torch.no_grad():
+        full, full_valid = _completion_logprobs(model, prompts, completions, pad_id=0)
+    shared, valid = _shared_prompt_logprobs(model, prompts, completions, repeats=3, pad_id=0)
+    assert valid.tolist() == full_valid.tolist()
+    assert torch.allclose(shared[valid], full[valid], atol=1e-5)
+    single, _ = _shared_prompt_logprobs(model, prompts[:1], [[47]], repeats=1, pad_id=0)
+    assert torch.allclose(single[0, 0], full[2, 0], atol=1e-5)
+
+
 def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> float:
     """Reverse KL(student on the naive prompt || teacher on the expert prompt) over fixed completions."""
     from train.opsd import _completion_logprobs

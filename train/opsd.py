@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mixsd.batching import decode
+from mixsd.batching import decode, left_pad
 from mixsd.randomness import Stream, example_key, uniforms
 from train.data import TrainExample, pad_id
 
@@ -62,6 +62,39 @@ def _completion_logprobs(model, prompts: list[list[int]], completions: list[list
     return torch.log_softmax(gathered, dim=-1), valid
 
 
+@torch.no_grad()
+def _shared_prompt_logprobs(model, prompts: list[list[int]], completions: list[list[int]], repeats: int, pad_id: int):
+    """`_completion_logprobs` for rows whose prompts come in runs of `repeats` equal ones (an example's
+    rollouts), without grad: each distinct prompt runs once and its KV cache serves all its rollouts. For the
+    teacher, whose expert prompts (the fact in context) are most of its tokens, this is most of its forward."""
+    device = next(model.parameters()).device
+    ids, prompt_mask, positions = left_pad(prompts[::repeats], pad_id, device)
+    out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].float().repeat_interleave(repeats, 0)  # predicts every rollout's first token
+    longest = max(len(c) for c in completions)
+    # A completion's last token predicts nothing that is scored: the continuation pass feeds all but it.
+    fed = torch.full((len(completions), max(longest - 1, 1)), pad_id, dtype=torch.long)
+    fed_mask = torch.zeros_like(fed)
+    for row, c in enumerate(completions):
+        fed[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+        fed_mask[row, : len(c) - 1] = 1
+    logits = [first[:, None]]
+    if longest > 1:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(repeats)
+        start = positions[:, -1:].repeat_interleave(repeats, 0) + 1
+        rest = model(
+            input_ids=fed.to(device),
+            attention_mask=torch.cat([prompt_mask.repeat_interleave(repeats, 0), fed_mask.to(device)], dim=-1),
+            position_ids=start + torch.arange(fed.shape[1], device=device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits.append(rest.logits.float())
+    valid = torch.tensor([[j < len(c) for j in range(longest)] for c in completions], device=device)
+    return torch.log_softmax(torch.cat(logits, dim=1)[:, :longest], dim=-1), valid
+
+
 def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int) -> torch.Tensor:
     """KL(student || teacher) per position; over the student's top-k tokens (renormalized) when top_k > 0."""
     if top_k > 0:
@@ -110,7 +143,6 @@ def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step
     completions = [c for e in group for c in drawn[e.example_id]]
     with autocast:
         student_logp, valid = _completion_logprobs(model, naive, completions, pad)
-        with torch.no_grad():
-            teacher_logp, _ = _completion_logprobs(teacher, expert, completions, pad)
+        teacher_logp, _ = _shared_prompt_logprobs(teacher, expert, completions, config.rollouts, pad)
     kl = reverse_kl(student_logp, teacher_logp, config.kl_top_k)
     return (kl * valid).sum(), int(valid.sum())
