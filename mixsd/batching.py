@@ -18,6 +18,23 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+def prefill(model, prompts: list[list[int]], pad_id: int = 0):
+    """One forward over the distinct prompts among `prompts` (OPSD's rollouts of an example share theirs):
+    (KV cache, next-token logits in float32, attention mask, next position), each with one row per prompt.
+    Differentiable: a prompt run once for several rows gets the gradients of all of them."""
+    distinct = list(dict.fromkeys(map(tuple, prompts)))
+    slot = {prompt: i for i, prompt in enumerate(distinct)}
+    device = next(model.parameters()).device
+    ids, mask, positions = left_pad([list(p) for p in distinct], pad_id, device)
+    # Only the last position's logits: the vocabulary projection of every prompt position is wasted work.
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    rows = torch.tensor([slot[tuple(p)] for p in prompts], device=device)
+    cache = out.past_key_values
+    if len(distinct) < len(prompts):
+        cache.batch_select_indices(rows)
+    return cache, out.logits[:, -1].float()[rows], mask[rows], positions[rows, -1] + 1
+
+
 class KVDecoder:
     """Batched incremental decoding over left-padded prompts with a KV cache.
 
@@ -27,11 +44,7 @@ class KVDecoder:
 
     def __init__(self, model, prompts: list[list[int]], pad_id: int = 0):
         self.model = model
-        device = next(model.parameters()).device
-        ids, self.mask, positions = left_pad(prompts, pad_id, device)
-        out = model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True)
-        self.cache, self.next_position = out.past_key_values, positions[:, -1] + 1
-        self.logits = out.logits[:, -1].float()
+        self.cache, self.logits, self.mask, self.next_position = prefill(model, prompts, pad_id)
 
     def feed(self, tokens: torch.Tensor) -> None:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)

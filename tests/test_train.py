@@ -257,41 +257,50 @@ def test_reverse_kl():
 
 
 def test_completion_logprobs_match_each_sequence_alone(tiny_model_dir):
-    """The batched, right-padded pass that keeps logits only from the shortest prompt on gives each row's
-    completion distributions exactly as a pass over that row alone does."""
+    """The batched pass that runs each distinct prompt once and shares its KV cache among the prompt's rows gives
+    each row's completion distributions as a pass over that row alone does: repeated and distinct prompts of
+    different lengths (left padding), completions of different lengths, one of a single token."""
     from transformers import AutoModelForCausalLM
 
     from train.opsd import _completion_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    prompts = [[1, 5, 9, 14, 20], [1, 7], [1, 30, 31]]
-    completions = [[40, 41], [43, 44, 45, 46], [47]]
+    prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]] * 2 + [[1, 30, 31]]
+    completions = [[40, 41], [43, 44, 45, 46], [47], [50, 51, 52], [53], [54, 55, 56, 57]]
     with torch.no_grad():
         batched, valid = _completion_logprobs(model, prompts, completions, pad_id=0)
         for row, (p, c) in enumerate(zip(prompts, completions)):
             alone = model(torch.tensor([p + c])).logits[0, len(p) - 1 : len(p) - 1 + len(c)]
             assert torch.allclose(batched[row, : len(c)], torch.log_softmax(alone, -1), atol=1e-5)
             assert valid[row].tolist() == [True] * len(c) + [False] * (4 - len(c))
+        single, _ = _completion_logprobs(model, prompts[:1], [[47]], pad_id=0)
+        assert torch.allclose(single[0, 0], batched[2, 0], atol=1e-5)
 
 
-def test_shared_prompt_logprobs_match_the_full_pass(tiny_model_dir):
-    """The teacher's pass that runs each distinct prompt once and shares its KV cache among the prompt's
-    rollouts gives the distributions of one full pass per row: prompts of different lengths (left padding),
-    completions of different lengths, one of a single token."""
+def test_completion_logprobs_gradient_through_a_shared_prompt(tiny_model_dir):
+    """The student's gradient when its rollouts share one prompt pass is the sum of one pass per rollout: the
+    shared prompt's activations receive every rollout's gradient."""
     from transformers import AutoModelForCausalLM
 
-    from train.opsd import _completion_logprobs, _shared_prompt_logprobs
+    from train.opsd import _completion_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]] * 3
-    completions = [[40, 41], [43, 44, 45, 46], [47], [50, 51, 52], [53], [54, 55, 56, 57]]
-    with torch.no_grad():
-        full, full_valid = _completion_logprobs(model, prompts, completions, pad_id=0)
-    shared, valid = _shared_prompt_logprobs(model, prompts, completions, repeats=3, pad_id=0)
-    assert valid.tolist() == full_valid.tolist()
-    assert torch.allclose(shared[valid], full[valid], atol=1e-5)
-    single, _ = _shared_prompt_logprobs(model, prompts[:1], [[47]], repeats=1, pad_id=0)
-    assert torch.allclose(single[0, 0], full[2, 0], atol=1e-5)
+    prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]]
+    completions = [[40, 41, 42], [43, 44], [45], [50, 51]]
+    targets = torch.randn(4, 3, model.config.vocab_size, generator=torch.Generator().manual_seed(0))
+
+    def gradients(rows):
+        model.zero_grad()
+        for group in rows:
+            logp, valid = _completion_logprobs(model, [prompts[r] for r in group], [completions[r] for r in group], 0)
+            width = logp.shape[1]
+            (logp * targets[group, :width] * valid[..., None]).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    shared, separate = gradients([[0, 1, 2, 3]]), gradients([[0], [1], [2], [3]])
+    assert shared.keys() == separate.keys() and len(shared) > 0
+    for name in shared:  # float32 sums in another order: equal to ~1e-6 of the gradient's norm
+        assert (shared[name] - separate[name]).norm() <= 1e-5 * separate[name].norm(), name
 
 
 def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mixsd.batching import decode, left_pad
+from mixsd.batching import decode, prefill
 from mixsd.randomness import Stream, example_key, uniforms
 from train.data import TrainExample, pad_id
 
@@ -36,63 +36,31 @@ def sample(
 
 
 def _completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int):
-    """Log-distributions at every completion position: [rows, longest completion, vocab], and a mask."""
+    """Log-distributions at every completion position: [rows, longest completion, vocab], and a mask. Each
+    distinct prompt runs once and its KV cache serves all its rows (an example's rollouts): for the teacher,
+    whose expert prompts hold most of its tokens, and the student, whose prompts are about half of its, that
+    is most of the forward (and of the student's backward)."""
     device = next(model.parameters()).device
-    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # built on the host, copied once
-    mask = torch.zeros_like(ids)
-    for row, (p, c) in enumerate(zip(prompts, completions)):
-        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-        mask[row, : len(p) + len(c)] = 1
-    # Only positions that predict a completion token need the vocabulary projection (the largest matrix of a
-    # small model, and its float32 copy the largest tensor): those from the shortest prompt's last token on.
-    first = min(len(p) for p in prompts) - 1
-    logits = model(
-        input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=width - first, use_cache=False
-    ).logits.float()
+    cache, first, prompt_mask, next_position = prefill(model, prompts, pad_id)
     longest = max(len(c) for c in completions)
-    gathered = torch.zeros(len(prompts), longest, logits.shape[-1], device=device)
-    valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)
-    for row, (p, c) in enumerate(zip(prompts, completions)):
-        # The distribution that produced completion token j sits at position len(p) + j - 1, kept at - first.
-        start = len(p) - 1 - first
-        gathered[row, : len(c)] = logits[row, start : start + len(c)]
-        valid[row, : len(c)] = True
-    return torch.log_softmax(gathered, dim=-1), valid
-
-
-@torch.no_grad()
-def _shared_prompt_logprobs(model, prompts: list[list[int]], completions: list[list[int]], repeats: int, pad_id: int):
-    """`_completion_logprobs` for rows whose prompts come in runs of `repeats` equal ones (an example's
-    rollouts), without grad: each distinct prompt runs once and its KV cache serves all its rollouts. For the
-    teacher, whose expert prompts (the fact in context) are most of its tokens, this is most of its forward."""
-    device = next(model.parameters()).device
-    ids, prompt_mask, positions = left_pad(prompts[::repeats], pad_id, device)
-    out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    first = out.logits[:, -1].float().repeat_interleave(repeats, 0)  # predicts every rollout's first token
-    longest = max(len(c) for c in completions)
-    # A completion's last token predicts nothing that is scored: the continuation pass feeds all but it.
-    fed = torch.full((len(completions), max(longest - 1, 1)), pad_id, dtype=torch.long)
-    fed_mask = torch.zeros_like(fed)
-    for row, c in enumerate(completions):
-        fed[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-        fed_mask[row, : len(c) - 1] = 1
-    logits = [first[:, None]]
+    logits = [first[:, None]]  # the prompt's last position predicts every completion's first token
     if longest > 1:
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(repeats)
-        start = positions[:, -1:].repeat_interleave(repeats, 0) + 1
+        # A completion's last token predicts nothing that is scored: the continuation pass feeds all but it.
+        fed = torch.full((len(completions), longest - 1), pad_id, dtype=torch.long)
+        fed_mask = torch.zeros_like(fed)
+        for row, c in enumerate(completions):
+            fed[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+            fed_mask[row, : len(c) - 1] = 1
         rest = model(
             input_ids=fed.to(device),
-            attention_mask=torch.cat([prompt_mask.repeat_interleave(repeats, 0), fed_mask.to(device)], dim=-1),
-            position_ids=start + torch.arange(fed.shape[1], device=device),
+            attention_mask=torch.cat([prompt_mask, fed_mask.to(device)], dim=-1),
+            position_ids=next_position[:, None] + torch.arange(fed.shape[1], device=device),
             past_key_values=cache,
             use_cache=True,
         )
         logits.append(rest.logits.float())
     valid = torch.tensor([[j < len(c) for j in range(longest)] for c in completions], device=device)
-    return torch.log_softmax(torch.cat(logits, dim=1)[:, :longest], dim=-1), valid
+    return torch.log_softmax(torch.cat(logits, dim=1), dim=-1), valid
 
 
 def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -143,6 +111,7 @@ def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step
     completions = [c for e in group for c in drawn[e.example_id]]
     with autocast:
         student_logp, valid = _completion_logprobs(model, naive, completions, pad)
-        teacher_logp, _ = _shared_prompt_logprobs(teacher, expert, completions, config.rollouts, pad)
+        with torch.no_grad():
+            teacher_logp, _ = _completion_logprobs(teacher, expert, completions, pad)
     kl = reverse_kl(student_logp, teacher_logp, config.kl_top_k)
     return (kl * valid).sum(), int(valid.sum())
