@@ -60,6 +60,8 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
                 f"{eval_dir / directory.name / step_dir.name}: not evaluated yet (run python -m evaluate.sweep first)"
             )
         results.append((step_of(step_dir), document))
+    if not results:
+        raise ReportError(f"{directory}: no checkpoint yet (still training?)")
     return Run(directory, label, method, lam, config["shards"], results)
 
 

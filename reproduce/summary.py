@@ -14,6 +14,7 @@ from evaluate import plots
 from evaluate.report import ReportError, load_run, nll_per_run
 from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
+from mixsd.checkpoints import run_info
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.run_format import expand_run_dirs, read_rows
@@ -119,7 +120,7 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
         cell, runs, missing = Cell(corpus, method, root), [], []
         for seed in settings.seeds:
             try:
-                runs.append(load_run(cell.train_dir(lr, seed), root / "eval"))
+                runs.append(_finished_run(cell.train_dir(lr, seed), root / "eval"))
             except ReportError:
                 if not partial:
                     raise
@@ -129,6 +130,15 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
         if runs:
             methods[method] = {"lr": lr, "runs": runs, "lr_choice": rates.get(method)}
     return methods, pending
+
+
+def _finished_run(directory: Path, eval_dir: Path):
+    """A run trained to its last step and scored at every checkpoint (one still training is not in the table)."""
+    run = load_run(directory, eval_dir)
+    total = run_info(directory)["total_steps"]
+    if run.results[-1][0] < total:
+        raise ReportError(f"{directory}: trained to step {run.results[-1][0]} of {total} so far")
+    return run
 
 
 def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir: Path) -> tuple[dict, str]:

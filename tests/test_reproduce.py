@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,11 +113,21 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
         rows = [row for shard in expand_run_dirs(shards) for row in read_rows(shard)]
         counts = entry["verified after attempts"]
         assert counts == sorted(counts) and counts[-1] == sum(r["correct"] for r in rows) and f"{name}: " in text
-    # Between parts of a long run: what is scored so far, the rest named.
-    summary_command(config=str(config), seeds="0,1,2", methods="sft,mixsd-0.3", report=str(tmp_path / "partial"))
-    partial = json.loads((tmp_path / "partial" / "results.json").read_text())["corpora"]["kgfact"]
-    assert partial["pending"] == ["sft seed 2", "mixsd-0.3 (learning rate not chosen yet)"]
-    assert partial["methods"]["sft"]["seeds"] == 2 and "sft seed 2" in (tmp_path / "partial" / "results.md").read_text()
+    # Between parts of a long run: what is scored so far, the rest named; a run still training (seed 2: before
+    # its first checkpoint, then with its first scored and its last not yet written) is not in the table.
+    done, running = (root / "train" / f"sft-lr{choices['sft']['chosen']:g}-seed{seed}" for seed in (1, 2))
+    for stage in ("started", "first checkpoint scored"):
+        if stage == "started":
+            running.mkdir()
+            shutil.copy(done / "train_config.json", running / "train_config.json")
+        else:
+            shutil.copytree(done / "step-000001", running / "step-000001")
+            shutil.copytree(root / "eval" / done.name / "step-000001", root / "eval" / running.name / "step-000001")
+        report = tmp_path / "partial"
+        summary_command(config=str(config), seeds="0,1,2", methods="sft,mixsd-0.3", report=str(report))
+        partial = json.loads((report / "results.json").read_text())["corpora"]["kgfact"]
+        assert partial["pending"] == ["sft seed 2", "mixsd-0.3 (learning rate not chosen yet)"], stage
+        assert partial["methods"]["sft"]["seeds"] == 2 and "sft seed 2" in (report / "results.md").read_text(), stage
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
     # Everything is reused: no target, checkpoint or result is rewritten; a part with fewer methods keeps the
     # other methods' rate choices.
