@@ -116,18 +116,20 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     # Between parts of a long run: what is scored so far, the rest named; a run still training (seed 2: before
     # its first checkpoint, then with its first scored and its last not yet written) is not in the table.
     done, running = (root / "train" / f"sft-lr{choices['sft']['chosen']:g}-seed{seed}" for seed in (1, 2))
-    for stage in ("started", "first checkpoint scored"):
-        if stage == "started":
-            running.mkdir()
-            shutil.copy(done / "train_config.json", running / "train_config.json")
-        else:
-            shutil.copytree(done / "step-000001", running / "step-000001")
-            shutil.copytree(root / "eval" / done.name / "step-000001", root / "eval" / running.name / "step-000001")
-        report = tmp_path / "partial"
+    report = tmp_path / "partial"
+
+    def assert_seed_2_pending(stage: str) -> None:
         summary_command(config=str(config), seeds="0,1,2", methods="sft,mixsd-0.3", report=str(report))
         partial = json.loads((report / "results.json").read_text())["corpora"]["kgfact"]
         assert partial["pending"] == ["sft seed 2", "mixsd-0.3 (learning rate not chosen yet)"], stage
         assert partial["methods"]["sft"]["seeds"] == 2 and "sft seed 2" in (report / "results.md").read_text(), stage
+
+    running.mkdir()
+    shutil.copy(done / "train_config.json", running / "train_config.json")
+    assert_seed_2_pending("started")
+    shutil.copytree(done / "step-000001", running / "step-000001")
+    shutil.copytree(root / "eval" / done.name / "step-000001", root / "eval" / running.name / "step-000001")
+    assert_seed_2_pending("first checkpoint scored")
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")}
     # Everything is reused: no target, checkpoint or result is rewritten; a part with fewer methods keeps the
     # other methods' rate choices.
