@@ -261,7 +261,8 @@ class Reproduction:
 def is_finished(out: Path) -> bool:
     """Whether the run reached its last step (its run info says how many; the last checkpoint is that)."""
     info = json.loads((out / "train_config.json").read_text()) if (out / "train_config.json").is_file() else {}
-    return bool(info) and checkpoints(out)[-1].name == f"step-{info.get('total_steps', -1):06d}"
+    found = checkpoints(out)  # none yet: a run that has just started
+    return bool(info and found) and found[-1].name == f"step-{info.get('total_steps', -1):06d}"
 
 
 def _scored(eval_dir: Path, step: Path) -> bool:

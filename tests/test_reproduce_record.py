@@ -41,6 +41,9 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     unscored = root / "train" / "mixsd-0.5-lr0.001-seed8"  # finished, resume state kept: not scored for every role
     shutil.copytree(root / "train" / "mixsd-0.5-lr0.001-seed0", unscored)
     (checkpoints(unscored)[-1] / STATE_FILE).write_bytes(b"state")
+    started = root / "train" / "mixsd-0.5-lr0.001-seed7"  # training, no checkpoint yet (another process's run)
+    started.mkdir()
+    shutil.copy(root / "train" / "mixsd-0.5-lr0.001-seed0" / "train_config.json", started)
     record_command("save", **flags)
     first = record.read_bytes()
     record_command("save", **flags)
@@ -49,7 +52,8 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
     with tarfile.open(record) as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith((".safetensors", ".bin", ".pt"))]
-    assert not [n for n in names if "seed9" in n or "seed8" in n]  # neither could be continued from the record
+    assert not [n for n in names if "seed9" in n or "seed8" in n or "seed7" in n]  # none could be continued
+    shutil.rmtree(started)
     shutil.rmtree(root / "train" / "mixsd-0.5-lr0.001-seed9")
     shutil.rmtree(unscored)
     shutil.rmtree(root / "eval" / "mixsd-0.5-lr0.001-seed9")
