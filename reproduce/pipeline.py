@@ -169,7 +169,7 @@ class Reproduction:
             seed=seed,
             resume=True,
         )
-        if checkpoints(out) and is_finished(out):
+        if is_finished(out):
             unscored = [s.name for s in checkpoints(out) if not has_weights(s) and not _scored(scored_in, s)]
             if not unscored:
                 print(f"reproduce: {out} is trained, nothing to do", flush=True)
