@@ -35,7 +35,7 @@ def main(
 
     from train import data
     from train.config import TrainConfig
-    from train.opsd import _completion_logprobs, reverse_kl
+    from train.opsd import completion_logprobs, reverse_kl
     from train.opsd import rollouts as sample_rollouts
 
     if threads:
@@ -61,9 +61,9 @@ def main(
         naive = [e.prompt_ids for e in group for _ in range(rollouts)]
         expert = [e.expert_prompt_ids for e in group for _ in range(rollouts)]
         completions = [c for e in group for c in drawn[e.example_id]]
-        (student_logp, valid), forward_s = _timed(lambda: _completion_logprobs(student, naive, completions, pad))
+        (student_logp, valid), forward_s = _timed(lambda: completion_logprobs(student, naive, completions, pad))
         with torch.no_grad():
-            (teacher_logp, _), teacher_s = _timed(lambda: _completion_logprobs(teacher, expert, completions, pad))
+            (teacher_logp, _), teacher_s = _timed(lambda: completion_logprobs(teacher, expert, completions, pad))
         _, backward_s = _timed(lambda: (reverse_kl(student_logp, teacher_logp, kl_top_k) * valid).sum().backward())
         total += forward_s + teacher_s + backward_s
         parts = f"student forward {forward_s:.1f} s, teacher {teacher_s:.1f} s, KL and backward {backward_s:.1f} s"

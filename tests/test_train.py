@@ -262,18 +262,18 @@ def test_completion_logprobs_match_each_sequence_alone(tiny_model_dir):
     different lengths (left padding), completions of different lengths, one of a single token."""
     from transformers import AutoModelForCausalLM
 
-    from train.opsd import _completion_logprobs
+    from train.opsd import completion_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]] * 2 + [[1, 30, 31]]
     completions = [[40, 41], [43, 44, 45, 46], [47], [50, 51, 52], [53], [54, 55, 56, 57]]
     with torch.no_grad():
-        batched, valid = _completion_logprobs(model, prompts, completions, pad_id=0)
+        batched, valid = completion_logprobs(model, prompts, completions, pad_id=0)
         for row, (p, c) in enumerate(zip(prompts, completions)):
             alone = model(torch.tensor([p + c])).logits[0, len(p) - 1 : len(p) - 1 + len(c)]
             assert torch.allclose(batched[row, : len(c)], torch.log_softmax(alone, -1), atol=1e-5)
             assert valid[row].tolist() == [True] * len(c) + [False] * (4 - len(c))
-        single, _ = _completion_logprobs(model, prompts[:1], [[47]], pad_id=0)
+        single, _ = completion_logprobs(model, prompts[:1], [[47]], pad_id=0)
         assert torch.allclose(single[0, 0], batched[2, 0], atol=1e-5)
 
 
@@ -282,7 +282,7 @@ def test_completion_logprobs_gradient_through_a_shared_prompt(tiny_model_dir):
     shared prompt's activations receive every rollout's gradient."""
     from transformers import AutoModelForCausalLM
 
-    from train.opsd import _completion_logprobs
+    from train.opsd import completion_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     prompts = [[1, 5, 9, 14, 20]] * 3 + [[1, 7]]
@@ -292,7 +292,7 @@ def test_completion_logprobs_gradient_through_a_shared_prompt(tiny_model_dir):
     def gradients(rows):
         model.zero_grad()
         for group in rows:
-            logp, valid = _completion_logprobs(model, [prompts[r] for r in group], [completions[r] for r in group], 0)
+            logp, valid = completion_logprobs(model, [prompts[r] for r in group], [completions[r] for r in group], 0)
             width = logp.shape[1]
             (logp * targets[group, :width] * valid[..., None]).sum().backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -305,12 +305,12 @@ def test_completion_logprobs_gradient_through_a_shared_prompt(tiny_model_dir):
 
 def _mean_reverse_kl(student, teacher, examples, completions, tokenizer) -> float:
     """Reverse KL(student on the naive prompt || teacher on the expert prompt) over fixed completions."""
-    from train.opsd import _completion_logprobs
+    from train.opsd import completion_logprobs
 
     pad = tokenizer.pad_token_id
     with torch.no_grad():
-        s, valid = _completion_logprobs(student, [e.prompt_ids for e in examples], completions, pad)
-        t, _ = _completion_logprobs(teacher, [e.expert_prompt_ids for e in examples], completions, pad)
+        s, valid = completion_logprobs(student, [e.prompt_ids for e in examples], completions, pad)
+        t, _ = completion_logprobs(teacher, [e.expert_prompt_ids for e in examples], completions, pad)
     return float((reverse_kl(s, t, 0) * valid).sum() / valid.sum())
 
 

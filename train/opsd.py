@@ -35,7 +35,7 @@ def sample(
     return decode(model, prompts, max_new_tokens, draw, {eos_id}, pad_id)
 
 
-def _completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int):
     """Log-distributions at every completion position: [rows, longest completion, vocab], and a mask. Each
     distinct prompt runs once and its KV cache serves all its rows (an example's rollouts): for the teacher,
     whose expert prompts hold most of its tokens, and the student, whose prompts are about half of its, that
@@ -110,8 +110,8 @@ def opsd_loss(model, teacher, group: list[TrainExample], tokenizer, config, step
     expert = [e.expert_prompt_ids for e in group for _ in range(config.rollouts)]
     completions = [c for e in group for c in drawn[e.example_id]]
     with autocast:
-        student_logp, valid = _completion_logprobs(model, naive, completions, pad)
+        student_logp, valid = completion_logprobs(model, naive, completions, pad)
         with torch.no_grad():
-            teacher_logp, _ = _completion_logprobs(teacher, expert, completions, pad)
+            teacher_logp, _ = completion_logprobs(teacher, expert, completions, pad)
     kl = reverse_kl(student_logp, teacher_logp, config.kl_top_k)
     return (kl * valid).sum(), int(valid.sum())
