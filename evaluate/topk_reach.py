@@ -11,13 +11,12 @@ teacher's mass does. Writes FILE.json (per example and summed, with the config a
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from corpora.schema import load_jsonl
 from evaluate.intervals import wilson
 from mixsd import config as cfg
 from mixsd.atomic import write_json
@@ -60,15 +59,10 @@ def load_examples(shards: str, corpus: str = "") -> list[Example]:
     manifest = RunManifest.find(shards)
     if manifest is None:
         raise ReachError(f"{shards}: no manifest.json (not a generate run directory)")
-    corpus = corpus or manifest.config.get("corpus", "")
-    if not corpus or not Path(corpus).is_file():
-        raise ReachError(f"{shards}/manifest.json: its corpus {corpus!r} is not a file; pass --corpus")
-    answers = {}
-    for line_number, line in enumerate(Path(corpus).read_text().splitlines(), start=1):
-        record = json.loads(line)
-        if "clear_answer" not in record:
-            raise ReachError(f"{corpus}, line {line_number}: no field 'clear_answer'")
-        answers[record["id"]] = record["clear_answer"]
+    if not corpus and not manifest.config.get("corpus"):
+        raise ReachError(f"{shards}/manifest.json: names no corpus; pass --corpus")
+    corpus = corpus or manifest.config["corpus"]
+    answers = {record.id: record.clear_answer for record in load_jsonl(corpus)}  # names file, line, field
     examples, _ = load_train_examples([shards])
     missing = [e.example_id for e in examples if e.example_id not in answers]
     if missing:
@@ -106,13 +100,18 @@ def answer_candidates(teacher_logp: torch.Tensor, spellings: list[list[int]]) ->
     return [(p, firsts[token]) for p, token in enumerate(choices) if token in firsts]
 
 
+def teacher_writes(teacher_logp: torch.Tensor, answer: list[int]) -> bool:
+    """Whether each answer token is the teacher's first choice at its position ([answer tokens, vocab])."""
+    return teacher_logp.argmax(-1).tolist() == answer
+
+
 def answer_record(student_logp: torch.Tensor, teacher_logp: torch.Tensor, answer: list[int], top_k: int) -> dict | None:
     """Where the reply's prefix is followed by the whole answer, teacher-forced: [answer tokens, vocab] under
     each model. None unless the teacher would write the answer (its first choice at every answer token): a
     common first token (" Z", " Lu") alone does not say the teacher is starting the answer."""
-    tokens = torch.tensor(answer, dtype=torch.long, device=teacher_logp.device)
-    if not bool((teacher_logp.argmax(-1) == tokens).all()):
+    if not teacher_writes(teacher_logp, answer):
         return None
+    tokens = torch.tensor(answer, dtype=torch.long, device=teacher_logp.device)
     student_ranks = ranks(student_logp, tokens).tolist()
     return {
         "answer_tokens": answer,
@@ -172,10 +171,12 @@ def first_answer(student, teacher, example: Example, reply: list[int], candidate
     for position, answer in candidates:
         forced = [reply[:position] + answer]
         teacher_logp, _ = completion_logprobs(teacher, [example.expert_prompt_ids], forced, 0)
+        if not teacher_writes(teacher_logp[0, position:], answer):
+            continue  # the student's pass only where the teacher would write the answer
         student_logp, _ = completion_logprobs(student, [example.prompt_ids], forced, 0)
-        record = answer_record(student_logp[0, position:], teacher_logp[0, position:], answer, top_k)
-        if record is not None:
-            return {"answer_position": position} | record
+        return {"answer_position": position} | answer_record(
+            student_logp[0, position:], teacher_logp[0, position:], answer, top_k
+        )
     return {}
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from evaluate.topk_reach import ReachError, answer_record, position_record, topk_reach
+from corpora.schema import CorpusError
+from evaluate.topk_reach import answer_record, position_record, topk_reach
 from generate.config import GenerateConfig
 from generate.runner import Generator
 
@@ -74,13 +75,15 @@ def test_topk_reach_on_the_tiny_model_matches_one_reply_alone(tiny_model_dir, sf
 def test_topk_reach_names_a_corpus_it_cannot_read(tiny_model_dir, sft_shards, tmp_path):
     model = str(tiny_model_dir)
     missing = tmp_path / "nowhere.jsonl"
-    with pytest.raises(ReachError, match="nowhere.jsonl"):
+    with pytest.raises(CorpusError, match="nowhere.jsonl: file not found"):
         topk_reach(
             student=model, teacher=model, shards=str(sft_shards), out=str(tmp_path / "r.json"), corpus=str(missing)
         )
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "train-00000", "question": "?"}\n')
-    with pytest.raises(ReachError, match="broken.jsonl, line 1: no field 'clear_answer'"):
+    with pytest.raises(
+        CorpusError, match="broken.jsonl, line 1: field '(answer|clear_answer)': missing required field"
+    ):
         topk_reach(
             student=model, teacher=model, shards=str(sft_shards), out=str(tmp_path / "r.json"), corpus=str(broken)
         )
