@@ -23,6 +23,7 @@ from mixsd.atomic import write_json
 from mixsd.batching import decode
 from mixsd.cli import run_cli
 from mixsd.errors import UserError
+from mixsd.models import load_tokenizer
 from mixsd.run_format import RunManifest
 from mixsd.versions import versions
 
@@ -101,16 +102,14 @@ def answer_candidates(teacher_logp: torch.Tensor, spellings: list[list[int]]) ->
 
 
 def teacher_writes(teacher_logp: torch.Tensor, answer: list[int]) -> bool:
-    """Whether each answer token is the teacher's first choice at its position ([answer tokens, vocab])."""
+    """Whether each answer token is the teacher's first choice at its position ([answer tokens, vocab]): a
+    common first token (" Z", " Lu") alone does not say the teacher is starting the answer."""
     return teacher_logp.argmax(-1).tolist() == answer
 
 
-def answer_record(student_logp: torch.Tensor, teacher_logp: torch.Tensor, answer: list[int], top_k: int) -> dict | None:
+def answer_record(student_logp: torch.Tensor, teacher_logp: torch.Tensor, answer: list[int], top_k: int) -> dict:
     """Where the reply's prefix is followed by the whole answer, teacher-forced: [answer tokens, vocab] under
-    each model. None unless the teacher would write the answer (its first choice at every answer token): a
-    common first token (" Z", " Lu") alone does not say the teacher is starting the answer."""
-    if not teacher_writes(teacher_logp, answer):
-        return None
+    each model, at a place where `teacher_writes` the answer."""
     tokens = torch.tensor(answer, dtype=torch.long, device=teacher_logp.device)
     student_ranks = ranks(student_logp, tokens).tolist()
     return {
@@ -232,11 +231,9 @@ def topk_reach(config: str | None = None, **flags) -> dict:
     if settings.top_k < 1:
         raise ReachError(f"--top_k must be >= 1, got {settings.top_k}")
     print(cfg.describe(settings))
-    from transformers import AutoTokenizer
-
     examples = load_examples(settings.shards, settings.corpus)
     examples = examples[: settings.limit] if settings.limit else examples
-    tokenizer = AutoTokenizer.from_pretrained(settings.teacher)
+    tokenizer = load_tokenizer(settings.teacher, "--teacher")
     student, teacher = load_model(settings.student, "--student"), load_model(settings.teacher, "--teacher")
     records = measure(student, teacher, tokenizer, examples, settings)
     summary = summarize(records, settings.top_k)
