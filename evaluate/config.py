@@ -23,6 +23,8 @@ IN_DISTRIBUTION_PROBES = ("in_context",)
 # 3: intervals; the retention average leaves the in-distribution probe out. 4: 164 general-knowledge questions
 # (was 102), so the base model answers at least 100 of them (SmolLM2-135M-Instruct: 106). 5: arithmetic of
 # one-digit sums and differences, products to 12 × 12, read by the number after the first "=", 240 items.
+# Not a version: which probes the headline average takes (evaluate/retention.py's floor). That is arithmetic
+# over stored answers, which every reader redoes, so results scored before it are read the same way.
 EVALUATOR_VERSION = "mixsd-eval-5"
 
 

@@ -20,6 +20,7 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
+from evaluate.retention import averaged_probes
 from mixsd.checkpoints import has_weights
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -306,10 +307,6 @@ class Evaluator:
                 "fisher_movement": None,
             }
         probes = {t: (by_task[t], base_by_task[t]) for t in by_task if t not in self.knowledge_splits}
-        # The headline average: held-out capability only. An in-distribution probe (the training question
-        # format) says how the taught format generalizes, not what was kept, so it is reported on its own.
-        averaged = [t for t in probes if t not in IN_DISTRIBUTION_PROBES] + ["drift"]
-        spread = intervals.retention_intervals(probes, drift_metrics.get("per_prompt", []), averaged)
         held_out = {}
         for task, (tuned, base) in probes.items():
             score, base_score = _mean(tuned), _mean(base)
@@ -320,9 +317,15 @@ class Evaluator:
                 "interval": intervals.wilson(sum(tuned), len(tuned)),
                 "base_interval": intervals.wilson(sum(base), len(base)),
                 "retention": score / base_score if base_score else None,
-                "retention_interval": spread[task],
                 "in_distribution": task in IN_DISTRIBUTION_PROBES,
             }
+        # The headline average: held-out capability only, from probes large enough to bound a ratio (see
+        # evaluate/retention.py). An in-distribution probe (the training question format) says how the taught
+        # format generalizes, not what was kept, so it is reported on its own.
+        averaged = averaged_probes(held_out)
+        spread = intervals.retention_intervals(probes, drift_metrics.get("per_prompt", []), averaged)
+        for task in held_out:
+            held_out[task]["retention_interval"] = spread[task]
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
         counted = [t for t in averaged if t in retention]  # a probe the base model scored 0 on has no ratio

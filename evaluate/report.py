@@ -17,7 +17,8 @@ import torch
 
 from evaluate import plots
 from evaluate.nll import target_nll
-from evaluate.results import read_result
+from evaluate.results import ANSWERS, read_result
+from evaluate.retention import floor_note, headline_average, headline_interval
 from mixsd.atomic import write_json, write_text
 from mixsd.checkpoints import RUN_INFO_FILE, checkpoints, run_info, step_of
 from mixsd.checksums import model_fingerprint
@@ -37,6 +38,11 @@ class Run:
     lam: float | None
     shards: list[str]
     results: list[tuple[int, dict]]  # (step, metrics document), in step order
+    result_dirs: list[Path]  # each result's directory (its answers), in the same order
+
+    def answers(self, index: int, base_answers: Path) -> tuple[Path, Path]:
+        """The answers files of result `index` and of the base model, paired item by item for intervals."""
+        return self.result_dirs[index] / ANSWERS, base_answers
 
 
 class ReportError(UserError):
@@ -52,17 +58,17 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     lam = lams.pop() if len(lams) == 1 else None
     method = config["method"]
     label = {"mixsd": f"MixSD λ={lam}", "sft": "SFT", "opsd": "OPSD"}.get(method, method)
-    results = []
+    results, result_dirs = [], []
     for step_dir in checkpoints(directory):
-        document = read_result(eval_dir / directory.name / step_dir.name)
+        result_dir = eval_dir / directory.name / step_dir.name
+        document = read_result(result_dir)
         if document is None:
-            raise ReportError(
-                f"{eval_dir / directory.name / step_dir.name}: not evaluated yet (run python -m evaluate.sweep first)"
-            )
+            raise ReportError(f"{result_dir}: not evaluated yet (run python -m evaluate.sweep first)")
         results.append((step_of(step_dir), document))
+        result_dirs.append(result_dir)
     if not results:
         raise ReportError(f"{directory}: no checkpoint yet (still training?)")
-    return Run(directory, label, method, lam, config["shards"], results)
+    return Run(directory, label, method, lam, config["shards"], results, result_dirs)
 
 
 def _column(table, name: str) -> list:
@@ -118,7 +124,9 @@ def nll_per_run(runs: list[Run], base: str, cache_path: Path) -> dict[str, Targe
     return found
 
 
-def row_of(label: str, lam, step: int, metrics: dict, nll: TargetNLL | None) -> dict:
+def row_of(label: str, lam, step: int, metrics: dict, nll: TargetNLL | None, answers: tuple[Path, Path]) -> dict:
+    """One table row; `answers`: the answers files of this result and of the base model's (for the average's
+    interval where the stored one predates the probe floor)."""
     retention = metrics["retention"]
     movement = metrics.get("fisher_movement")
     return {
@@ -127,9 +135,9 @@ def row_of(label: str, lam, step: int, metrics: dict, nll: TargetNLL | None) -> 
         "step": step,
         **{f"acc_{k}": v for k, v in metrics["accuracy"].items()},
         **{f"ret_{k}": retention.get(k) for k in PROBE_COLUMNS if k in retention or k in metrics["held_out"]},
-        "ret_average": retention["average"],
+        "ret_average": headline_average(metrics),
         "acc_train_ci": metrics.get("accuracy_detail", {}).get("train", {}).get("interval"),
-        "ret_average_ci": metrics.get("retention_average", {}).get("interval"),
+        "ret_average_ci": headline_interval(metrics, *answers),
         "kl": metrics["drift"]["kl_base_tuned"],
         "target_nll": TargetNLL.mean(nll.verified) if nll else None,
         "target_nll_all": TargetNLL.mean(nll.all) if nll else None,
@@ -185,9 +193,19 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     if base_doc is None:
         raise ReportError(f"{eval_path / 'base'}: the base model is not evaluated yet")
     nll = nll_per_run(loaded, base, out_path / "target_nll.json")
-    base_row = row_of("base model", None, 0, base_doc["metrics"], None)
-    finals = [row_of(r.label, r.lam, r.results[-1][0], r.results[-1][1]["metrics"], nll.get(r.label)) for r in loaded]
-    every = [row_of(r.label, r.lam, step, doc["metrics"], None) for r in loaded for step, doc in r.results]
+    base_answers = eval_path / "base" / ANSWERS
+    base_row = row_of("base model", None, 0, base_doc["metrics"], None, (base_answers, base_answers))
+    finals = [
+        row_of(
+            r.label, r.lam, r.results[-1][0], r.results[-1][1]["metrics"], nll.get(r.label), r.answers(-1, base_answers)
+        )
+        for r in loaded
+    ]
+    every = [
+        row_of(r.label, r.lam, step, doc["metrics"], None, r.answers(i, base_answers))
+        for r in loaded
+        for i, (step, doc) in enumerate(r.results)
+    ]
     figures = _figures(loaded, base_row, nll, out_path)
     table = markdown_table([base_row] + finals)
     text = (
@@ -195,7 +213,7 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
             [
                 "# Knowledge injection on the embedded default model",
                 f"Base model `{base}`; evaluation settings: `{json.dumps(base_doc['config'], sort_keys=True)}`.",
-                "## Final checkpoints\n\n" + table,
+                "## Final checkpoints\n\n" + table + _floor_line(base_doc["metrics"]),
                 "## Every checkpoint (trade-off)\n\n" + markdown_table(every),
                 "## Figures\n\n" + "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
             ]
@@ -215,6 +233,11 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     return table
 
 
+def _floor_line(base_metrics: dict) -> str:
+    note = floor_note(base_metrics.get("held_out") or {})
+    return "\n\n" + note if note else ""
+
+
 def _figures(runs: list[Run], base_row: dict, nll: dict[str, TargetNLL], out: Path) -> dict[str, Path]:
     figures = {}
     verified = {f"{label}, verified targets": v.verified for label, v in nll.items() if v.verified}
@@ -224,7 +247,7 @@ def _figures(runs: list[Run], base_row: dict, nll: dict[str, TargetNLL], out: Pa
     if any(movement.values()):
         figures["Fisher movement"] = plots.fisher_bars(movement, out / "fisher_movement.png")
     curves = {
-        r.label: [(d["metrics"]["accuracy"]["train"], d["metrics"]["retention"]["average"]) for _, d in r.results]
+        r.label: [(d["metrics"]["accuracy"]["train"], headline_average(d["metrics"])) for _, d in r.results]
         for r in runs
     }
     figures["trade-off"] = plots.tradeoff(

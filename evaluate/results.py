@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from evaluate.config import EvalConfig
+from evaluate.retention import headline_average
 from mixsd.atomic import atomic_dir
 from mixsd.checksums import model_fingerprint
 from mixsd.config import to_dict
@@ -58,6 +59,6 @@ def summary_line(model: str, metrics: dict) -> str:
     if metrics["drift"] is None:  # corpus splits only (--probes false)
         return f"{model}: accuracy {accuracy}"
     return (
-        f"{model}: accuracy {accuracy}; retention average {metrics['retention']['average']:.3f} "
+        f"{model}: accuracy {accuracy}; retention average {headline_average(metrics):.3f} "
         f"(KL {metrics['drift']['kl_base_tuned']:.4f}){fisher}"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from evaluate import plots
 from evaluate.report import ReportError, load_run, nll_per_run
+from evaluate.retention import MIN_BASE_CORRECT, headline_average, under_floor
 from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
 from mixsd.checkpoints import run_info
@@ -23,9 +24,6 @@ from reproduce.pipeline import Cell, ReproduceConfig
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
-# A probe the base model answers fewer items of than this bounds no ratio (issue 12 sizes every scored probe
-# for at least 100): it is reported on its own but left out of the report's retention average.
-MIN_BASE_CORRECT = 100
 REFERENCE = "sft"  # the baseline every other method's retention is compared with, checkpoint by checkpoint
 
 
@@ -53,26 +51,6 @@ def difference_interval(values: list[float], reference: list[float]) -> dict | N
     return {"mean": difference, "n": [len(values), len(reference)], "interval": [difference - half, difference + half]}
 
 
-def held_out_average(metrics: dict) -> float | None:
-    """The report's headline retention: the mean ratio over held-out probes (the evaluator's average) without
-    those the base model answers fewer than MIN_BASE_CORRECT items of — KGFunc's unseen operations at 135M
-    (base 4 of 90), whose ratio moves by whole items. The drift probe has no items to count and always counts."""
-    probes = metrics.get("held_out") or {}
-    ratios = []
-    for probe, ratio in metrics["retention"].items():
-        entry = probes.get(probe)
-        if probe == "average" or ratio is None:
-            continue
-        if entry and (entry.get("in_distribution") or _under_floor(entry)):
-            continue
-        ratios.append(ratio)
-    return statistics.fmean(ratios) if ratios else None
-
-
-def _under_floor(probe: dict) -> bool:
-    return round(probe["base_score"] * probe["n"]) < MIN_BASE_CORRECT
-
-
 def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float | None]:
     """The numbers of one final checkpoint that the table averages over seeds."""
     retention = metrics["retention"]
@@ -81,7 +59,7 @@ def final_metrics(metrics: dict, nll_verified: float | None) -> dict[str, float 
     row |= {f"score {probe}": entry["score"] for probe, entry in (metrics.get("held_out") or {}).items()}
     movement = metrics.get("fisher_movement") or {}
     return row | {
-        "avg retention (held-out)": held_out_average(metrics),
+        "avg retention (held-out)": headline_average(metrics),
         "KL(base‖tuned)": (metrics.get("drift") or {}).get("kl_base_tuned"),
         "target NLL (verified)": nll_verified,
         "Fisher movement": movement.get("total"),
@@ -193,7 +171,7 @@ def _curve(runs) -> list[dict]:
     points = []
     for index in range(min(len(r.results) for r in runs)):
         metrics = [r.results[index][1]["metrics"] for r in runs]
-        retention = [held_out_average(m) for m in metrics]
+        retention = [headline_average(m) for m in metrics]
         points.append(
             {
                 "steps": [r.results[index][0] for r in runs],
@@ -219,7 +197,7 @@ def _against_reference(methods: dict) -> list[dict]:
         for index in range(min(len(r.results) for r in entry["runs"] + reference)):
             ours = [r.results[index][1]["metrics"] for r in entry["runs"]]
             theirs = [r.results[index][1]["metrics"] for r in reference]
-            retention = [[held_out_average(m) for m in side] for side in (ours, theirs)]
+            retention = [[headline_average(m) for m in side] for side in (ours, theirs)]
             rows.append(
                 {
                     "method": method,
@@ -300,7 +278,7 @@ def _base_line(base_result: Path) -> str:
     parts += [
         f"{probe} {round(d['base_score'] * d['n'])}/{d['n']} [{d['base_interval'][0]:.2f}, {d['base_interval'][1]:.2f}]"
         + (" (in-distribution)" if d.get("in_distribution") else "")
-        + (" (under the floor: not averaged)" if not d.get("in_distribution") and _under_floor(d) else "")
+        + (" (under the floor: not averaged)" if not d.get("in_distribution") and under_floor(d) else "")
         for probe, d in metrics["held_out"].items()
     ]
     return "Base model (correct / n, Wilson 95%): " + "; ".join(parts) + "."

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evaluate import drift, fisher
+from evaluate import drift, fisher, retention, scoring
 from evaluate.config import EvalConfig
 from evaluate.evaluator import EvalError, Evaluator
 from evaluate.nll import target_nll
@@ -19,6 +19,7 @@ from evaluate.probes import general_knowledge_items
 from generate.config import GenerateConfig
 from generate.runner import Generator
 from mixsd.config import ConfigError
+from mixsd.errors import UserError
 from tests import processes
 from tests.generate_helpers import run_main_in_process
 from train.config import TrainConfig
@@ -357,7 +358,8 @@ def test_kgfunc_corpus_is_scored_with_unseen_operations_as_a_retention_probe(tin
     # A sweep's `--checkpoint_splits train` drops the taught splits, never the unseen-operations probe.
     light, _ = evaluator.evaluate(str(tiny_model_dir), splits=["train"])
     assert set(light["accuracy"]) == {"train"} and light["held_out"]["unseen"]["n"] == unseen["n"]
-    table = markdown_table([row_of("base model", None, 0, metrics, None)])
+    answers = tmp_path / "unused.jsonl"  # the interval is the stored one: answers are read only for old results
+    table = markdown_table([row_of("base model", None, 0, metrics, None, (answers, answers))])
     assert "test (held-out inputs)" in table and "ret. unseen operations" in table and "paraphrase" not in table
     with pytest.raises(EvalError, match="no corpus split files"):
         Evaluator(EvalConfig(model="", base=str(tiny_model_dir), corpus=str(tmp_path / "empty"), **settings))
@@ -417,6 +419,59 @@ def test_intervals_wilson_and_paired_bootstrap():
     assert retention_intervals({"zero": ([False] * 5, [False] * 5)}, [], ["zero"])["zero"] is None
 
 
+def test_headline_average_leaves_out_in_distribution_probes_and_probes_under_the_floor():
+    probe = {"in_distribution": False}
+    metrics = {
+        "retention": {"arithmetic": 0.5, "drift": 0.7, "general_knowledge": 0.9, "in_context": 2.0, "unseen": 1.75},
+        "held_out": {
+            "arithmetic": probe | {"base_score": 103 / 240, "n": 240},
+            "general_knowledge": probe | {"base_score": 1.0, "n": 106},
+            "in_context": {"in_distribution": True, "base_score": 11 / 40, "n": 40},
+            "unseen": probe | {"base_score": 4 / 90, "n": 90},  # 4 base-correct items: a ratio of noise
+        },
+    }
+    assert retention.averaged_probes(metrics["held_out"]) == ["arithmetic", "general_knowledge", "drift"]
+    assert retention.headline_average(metrics) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert retention.floor_note(metrics["held_out"]).endswith("fewer than 100 of their items: unseen (4 of 90).")
+    metrics["held_out"]["unseen"] |= {"base_score": 100 / 900, "n": 900}
+    assert retention.headline_average(metrics) == pytest.approx((0.5 + 0.7 + 0.9 + 1.75) / 4)
+    assert retention.floor_note(metrics["held_out"]) == ""
+    assert retention.headline_average({"retention": {"average": None}, "held_out": {}, "drift": None}) is None
+
+
+def test_old_results_get_the_floored_interval_from_their_answers(
+    tiny_model_dir, kgfact_short, perturbed_dir, tmp_path, monkeypatch
+):
+    """A result scored before the floor stored an average over every probe; its interval over the floored
+    probes is recomputed from the answers files, with the very draws the evaluator makes."""
+    from evaluate.intervals import retention_intervals
+    from evaluate.results import ANSWERS, write_result
+
+    config = EvalConfig(model="", base=str(tiny_model_dir), corpus=str(kgfact_short), out=str(tmp_path), **SMALL)
+    monkeypatch.setattr(retention, "MIN_BASE_CORRECT", 1)  # as before the floor: every probe with a ratio
+    # The tiny model answers nothing right: a stand-in rule marks about 2 replies in 3 correct, so the probes
+    # have ratios, and the base and tuned model (whose replies differ) are right on different items.
+    monkeypatch.setattr(scoring, "item_correct", lambda reply, answers, rule: len(reply) % 3 != 0)
+    evaluator = Evaluator(config)
+    base_answers, answers = tmp_path / "base" / ANSWERS, tmp_path / "tuned" / ANSWERS
+    write_result(base_answers.parent, config, str(tiny_model_dir), *evaluator.evaluate(str(tiny_model_dir)))
+    metrics, records = evaluator.evaluate(str(perturbed_dir))
+    write_result(answers.parent, config, str(perturbed_dir), metrics, records)
+    old = metrics["retention_average"]
+    assert len(old["probes"]) > 1 and old["interval"] is not None  # a probe besides drift
+    probes = retention.paired_probe_answers(answers, base_answers, list(metrics["held_out"]))
+    assert {t: len(v[0]) for t, v in probes.items()} == {t: e["n"] for t, e in metrics["held_out"].items()}
+    again = retention_intervals(probes, metrics["drift"]["per_prompt"], old["probes"])
+    assert again["average"] == old["interval"] and again["drift"] == old["drift_interval"]
+    assert retention.headline_interval(metrics, answers, base_answers) == old["interval"]  # the same probes
+    monkeypatch.setattr(retention, "MIN_BASE_CORRECT", 10**6)  # now every probe is under the floor
+    assert retention.headline_average(metrics) == metrics["retention"]["drift"]
+    assert retention.headline_interval(metrics, answers, base_answers) == old["drift_interval"]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in records + [{"id": "x", "task": "arithmetic"}]))
+    with pytest.raises(UserError, match="no answer for item 'x'"):
+        retention.paired_probe_answers(answers, base_answers, list(metrics["held_out"]))
+
+
 def test_fisher_items_take_each_capability_probe_in_turn():
     from evaluate.evaluator import stratified
     from evaluate.probes import Item
@@ -449,8 +504,8 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
         return str(Generator(config).run_all()[0])
 
     runs = [
-        Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], []),
-        Run(tmp_path, "SFT", "sft", None, [shards("sft")], []),
+        Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], [], []),
+        Run(tmp_path, "SFT", "sft", None, [shards("sft")], [], []),
     ]
     found = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")
     assert found["MixSD"].verified == [] and len(found["MixSD"].all) > 90

@@ -17,7 +17,7 @@ from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.config import ConfigError
 from mixsd.run_format import expand_run_dirs, read_rows
 from reproduce.pipeline import ReproduceConfig, main_command, parse_method
-from reproduce.summary import difference_interval, held_out_average, verified_by_attempt
+from reproduce.summary import difference_interval, verified_by_attempt
 from reproduce.summary import main_command as summary_command
 
 CONFIG = """
@@ -201,19 +201,3 @@ def test_reproduce_settings_are_checked():
     with pytest.raises(ConfigError, match="unknown"):
         ReproduceConfig(corpora=["squad"])
     assert Path("configs/reproduce.yaml").is_file()
-
-
-def test_held_out_average_leaves_out_in_distribution_probes_and_probes_at_floor():
-    probe = {"in_distribution": False}
-    metrics = {
-        "retention": {"arithmetic": 0.5, "drift": 0.7, "general_knowledge": 0.9, "in_context": 2.0, "unseen": 1.75},
-        "held_out": {
-            "arithmetic": probe | {"base_score": 103 / 240, "n": 240},
-            "general_knowledge": probe | {"base_score": 1.0, "n": 106},
-            "in_context": {"in_distribution": True, "base_score": 11 / 40, "n": 40},
-            "unseen": probe | {"base_score": 4 / 90, "n": 90},  # 4 base-correct items: a ratio of noise
-        },
-    }
-    assert held_out_average(metrics) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
-    metrics["held_out"]["unseen"] |= {"base_score": 100 / 900, "n": 900}
-    assert held_out_average(metrics) == pytest.approx((0.5 + 0.7 + 0.9 + 1.75) / 4)
