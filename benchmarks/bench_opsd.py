@@ -33,6 +33,7 @@ def main(
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from mixsd.attention import use_grouped_decode_attention
     from train import data
     from train.config import TrainConfig
     from train.opsd import completion_logprobs, reverse_kl
@@ -41,7 +42,7 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    student = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    student = use_grouped_decode_attention(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32))
     teacher = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).requires_grad_(False)
     run_dirs = sorted(glob.glob(shards))
     examples, _ = data.load_examples(run_dirs)

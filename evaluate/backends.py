@@ -52,8 +52,12 @@ class HFGreedy:
     def load(self, model: str) -> None:
         from transformers import AutoModelForCausalLM
 
+        from mixsd.attention import use_grouped_decode_attention
+
         dtype = "auto" if self.settings.dtype == "auto" else getattr(torch, self.settings.dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        self.model = use_grouped_decode_attention(
+            AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        )
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, on_batch=None) -> list[list[int]]:
         """`on_batch(done, total)`, if given, after each batch."""

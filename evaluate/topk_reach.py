@@ -217,8 +217,10 @@ def summary_line(summary: dict, top_k: int) -> str:
 def load_model(path: str, flag: str):
     from transformers import AutoModelForCausalLM
 
+    from mixsd.attention import use_grouped_decode_attention
+
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        return use_grouped_decode_attention(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval())
     except OSError as err:
         raise ReachError(f"{flag} {path}: cannot be loaded ({err})") from None
 

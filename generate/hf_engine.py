@@ -27,9 +27,13 @@ class HFPairedEngine:
     ):
         from transformers import AutoModelForCausalLM
 
+        from mixsd.attention import use_grouped_decode_attention
+
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+        self.model = use_grouped_decode_attention(
+            AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+        )
         self.batch_pairs = batch_pairs
         self.stop_token_ids = set(stop_token_ids)
 

@@ -23,6 +23,7 @@ class DebugModelConfig:
     vocab_size: int = 512
     hidden_size: int = 128
     num_heads: int = 2  # head_dim = 128 / 2 = 64
+    num_kv_heads: int = 0  # grouped-query attention with fewer key/value heads (SmolLM2: 3 of 9); 0: num_heads
     num_layers: int = 2
     intermediate_size: int = 256
     max_position_embeddings: int = 2048
@@ -80,7 +81,7 @@ def build_model(config: DebugModelConfig, tokenizer):
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads or config.num_heads,
         max_position_embeddings=config.max_position_embeddings,
         initializer_range=config.initializer_range,
         tie_word_embeddings=config.tie_word_embeddings,

@@ -376,6 +376,8 @@ def test_opsd_trains_towards_the_expert(tiny_model_dir, kgfact_small, tmp_path):
     )
     rows = metrics(tmp_path / "out")
     assert len(rows) == 40 and all(r["loss"] >= 0 for r in rows)
+    # Resolved off for OPSD, whose rollouts allocate a KV cache per decoded token (see TrainConfig).
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["config"]["mmap_threshold_kib"] == 0
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tuned = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -555,8 +557,10 @@ def test_training_set_counts_are_logged_and_saved(tiny_model_dir, kgfact_small, 
     with pytest.raises(DataError, match="none of the 90 targets was verified"):
         train(config(tiny_model_dir, [run], tmp_path / "refused", max_steps=1))
     final = train(config(tiny_model_dir, [run], tmp_path / "all", max_steps=1, include_unverified=True))
-    saved = json.loads((tmp_path / "all" / "train_config.json").read_text())["data"]
+    info = json.loads((tmp_path / "all" / "train_config.json").read_text())
+    saved = info["data"]
     assert saved["rows"] == saved["used"] == 90 and saved["dropped_unverified"] == 0
+    assert info["config"]["mmap_threshold_kib"] == 1024  # resolved: heap creep fixed for SFT and MixSD
     assert 0 < saved["cut_at_length"] and finish.count("length") <= saved["cut_at_length"]
     assert "data: 90 of 90 rows used (0 with unverified targets dropped" in capsys.readouterr().out
     assert final.name == "step-000001"

@@ -55,6 +55,8 @@ def train(config: TrainConfig) -> Path:
 
 def _train(config: TrainConfig, dist: Distributed) -> Path:
     device = dist.device(config.device)
+    if config.mmap_threshold_kib < 0:
+        config = replace(config, mmap_threshold_kib=0 if config.method == "opsd" else 1024)
     if device.type == "cpu":
         fix_mmap_threshold(config.mmap_threshold_kib)
     if config.dtype == "auto":  # resolved once: the saved config, and a resume's comparison, name the precision
@@ -75,6 +77,10 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     resume_from = _resume_point(out, config)
 
     model, tokenizer = _load_model(resume_from or config.model, device)
+    if config.method == "opsd":  # the student samples its rollouts
+        from mixsd.attention import use_grouped_decode_attention
+
+        use_grouped_decode_attention(model)
     teacher = _load_model(config.model, device)[0].requires_grad_(False) if config.method == "opsd" else None
     ddp_model = dist.wrap(model, fsdp=config.fsdp)
     optimizer = _optimizer(model, config)
@@ -306,7 +312,7 @@ def _schedule(config: TrainConfig, total_steps: int):
 
 
 # Settings that change what is printed, logged or kept, not the weights: a run may resume under other values.
-_NOT_RESULTS = ("resume", "progress", "log", "keep_last", "keep_state_last")
+_NOT_RESULTS = ("resume", "progress", "log", "keep_last", "keep_state_last", "mmap_threshold_kib")
 # A setting added after a checkpoint was written is compared against its default.
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
