@@ -20,7 +20,7 @@ from evaluate.benchmarks import load_benchmark, parse_spec
 from evaluate.config import CORPUS_SPLITS, HELD_OUT_SPLITS, IN_DISTRIBUTION_PROBES, SPLITS, EvalConfig
 from evaluate.phases import PhaseClock
 from evaluate.probes import DRIFT_PROMPTS, PROBE_TASKS, Item, probe_items
-from evaluate.retention import averaged_probes
+from evaluate.retention import averaged_probes, headline_average
 from mixsd.checkpoints import has_weights
 from mixsd.checksums import PRUNED_FINGERPRINT_FILE
 from mixsd.engine_memory import engine_line, model_context_length, plan_kv_cache, resolve_eager
@@ -329,10 +329,11 @@ class Evaluator:
         retention = {t: v["retention"] for t, v in held_out.items() if v["retention"] is not None}
         retention["drift"] = drift_metrics["greedy_agreement"]
         counted = [t for t in averaged if t in retention]  # a probe the base model scored 0 on has no ratio
+        average = headline_average({"held_out": held_out, "retention": retention, "drift": drift_metrics})
         return knowledge | {
             "held_out": held_out,
             "drift": drift_metrics,
-            "retention": retention | {"average": sum(retention[t] for t in counted) / len(counted)},
+            "retention": retention | {"average": average},
             "retention_average": {"probes": counted, "interval": spread["average"], "drift_interval": spread["drift"]},
             "fisher_movement": movement,
         }

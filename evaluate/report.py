@@ -20,7 +20,7 @@ from evaluate.nll import target_nll
 from evaluate.results import ANSWERS, read_result
 from evaluate.retention import floor_note, headline_average, headline_interval
 from mixsd.atomic import write_json, write_text
-from mixsd.checkpoints import RUN_INFO_FILE, checkpoints, run_info, step_of
+from mixsd.checkpoints import RUN_INFO_FILE, checkpoints, run_info, step_dir, step_of
 from mixsd.checksums import model_fingerprint
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.errors import UserError
@@ -38,11 +38,6 @@ class Run:
     lam: float | None
     shards: list[str]
     results: list[tuple[int, dict]]  # (step, metrics document), in step order
-    result_dirs: list[Path]  # each result's directory (its answers), in the same order
-
-    def answers(self, index: int, base_answers: Path) -> tuple[Path, Path]:
-        """The answers files of result `index` and of the base model, paired item by item for intervals."""
-        return self.result_dirs[index] / ANSWERS, base_answers
 
 
 class ReportError(UserError):
@@ -58,17 +53,17 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     lam = lams.pop() if len(lams) == 1 else None
     method = config["method"]
     label = {"mixsd": f"MixSD λ={lam}", "sft": "SFT", "opsd": "OPSD"}.get(method, method)
-    results, result_dirs = [], []
-    for step_dir in checkpoints(directory):
-        result_dir = eval_dir / directory.name / step_dir.name
-        document = read_result(result_dir)
+    results = []
+    for checkpoint in checkpoints(directory):
+        document = read_result(eval_dir / directory.name / checkpoint.name)
         if document is None:
-            raise ReportError(f"{result_dir}: not evaluated yet (run python -m evaluate.sweep first)")
-        results.append((step_of(step_dir), document))
-        result_dirs.append(result_dir)
+            raise ReportError(
+                f"{eval_dir / directory.name / checkpoint.name}: not evaluated yet (run python -m evaluate.sweep first)"
+            )
+        results.append((step_of(checkpoint), document))
     if not results:
         raise ReportError(f"{directory}: no checkpoint yet (still training?)")
-    return Run(directory, label, method, lam, config["shards"], results, result_dirs)
+    return Run(directory, label, method, lam, config["shards"], results)
 
 
 def _column(table, name: str) -> list:
@@ -194,17 +189,15 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
         raise ReportError(f"{eval_path / 'base'}: the base model is not evaluated yet")
     nll = nll_per_run(loaded, base, out_path / "target_nll.json")
     base_answers = eval_path / "base" / ANSWERS
+
+    def answers(run: Run, step: int) -> tuple[Path, Path]:  # a result's answers, and the base model's beside them
+        return step_dir(eval_path / run.directory.name, step) / ANSWERS, base_answers
+
     base_row = row_of("base model", None, 0, base_doc["metrics"], None, (base_answers, base_answers))
-    finals = [
-        row_of(
-            r.label, r.lam, r.results[-1][0], r.results[-1][1]["metrics"], nll.get(r.label), r.answers(-1, base_answers)
-        )
-        for r in loaded
-    ]
+    last = [(r, *r.results[-1]) for r in loaded]
+    finals = [row_of(r.label, r.lam, step, doc["metrics"], nll.get(r.label), answers(r, step)) for r, step, doc in last]
     every = [
-        row_of(r.label, r.lam, step, doc["metrics"], None, r.answers(i, base_answers))
-        for r in loaded
-        for i, (step, doc) in enumerate(r.results)
+        row_of(r.label, r.lam, step, doc["metrics"], None, answers(r, step)) for r in loaded for step, doc in r.results
     ]
     figures = _figures(loaded, base_row, nll, out_path)
     table = markdown_table([base_row] + finals)

@@ -504,8 +504,8 @@ def test_target_nll_is_reported_for_verified_targets_and_for_all(tiny_model_dir,
         return str(Generator(config).run_all()[0])
 
     runs = [
-        Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], [], []),
-        Run(tmp_path, "SFT", "sft", None, [shards("sft")], [], []),
+        Run(tmp_path, "MixSD", "mixsd", 0.5, [shards("mixsd")], []),
+        Run(tmp_path, "SFT", "sft", None, [shards("sft")], []),
     ]
     found = nll_per_run(runs, str(tiny_model_dir), tmp_path / "nll.json")
     assert found["MixSD"].verified == [] and len(found["MixSD"].all) > 90
