@@ -170,7 +170,7 @@ class Reproduction:
             resume=True,
         )
         if is_finished(out):
-            unscored = [s.name for s in checkpoints(out) if not has_weights(s) and not _scored(scored_in, s)]
+            unscored = [s.name for s in checkpoints(out) if not has_weights(s) and not is_scored(scored_in, s)]
             if not unscored:
                 print(f"reproduce: {out} is trained, nothing to do", flush=True)
                 return out
@@ -240,7 +240,7 @@ class Reproduction:
                     candidates[lr] = self.train(cell, corpus_dir, lr, seed, scored_in)
                     scorer.score([str(candidates[lr])])
                     self.drop_state(candidates[lr])
-                best = {lr: max(_train_accuracies(Path(scorer.config.out), candidates[lr])) for lr in grid}
+                best = {lr: max(train_accuracies(Path(scorer.config.out), candidates[lr])) for lr in grid}
                 top = max(best.values())
                 choices[cell.method] = {
                     "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),
@@ -265,12 +265,12 @@ def is_finished(out: Path) -> bool:
     return bool(info and found) and found[-1].name == f"step-{info.get('total_steps', -1):06d}"
 
 
-def _scored(eval_dir: Path, step: Path) -> bool:
+def is_scored(eval_dir: Path, step: Path) -> bool:
     """Whether checkpoint `step` has a result in the sweep directory `eval_dir`."""
     return (eval_dir / step.parent.name / step.name / "metrics.json").is_file()
 
 
-def _train_accuracies(eval_dir: Path, run: Path) -> list[float]:
+def train_accuracies(eval_dir: Path, run: Path) -> list[float]:
     from evaluate.results import read_result
 
     scores = []

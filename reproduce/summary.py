@@ -15,12 +15,12 @@ from evaluate.report import ReportError, load_run, nll_per_run
 from evaluate.retention import MIN_BASE_CORRECT, headline_average, under_floor
 from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
-from mixsd.checkpoints import run_info
+from mixsd.checkpoints import checkpoints, run_info
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.run_format import expand_run_dirs, read_rows
 from mixsd.versions import versions
-from reproduce.pipeline import Cell, ReproduceConfig
+from reproduce.pipeline import Cell, ReproduceConfig, is_finished, is_scored, train_accuracies
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
@@ -92,7 +92,8 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
     methods, pending = {}, []
     for method in settings.methods:
         if partial and method not in rates and len(settings.lr_grid) > 1:
-            pending.append(f"{method} (learning rate not chosen yet)")
+            so_far = _candidates_so_far(Cell(corpus, method, root), settings)
+            pending.append(f"{method} (learning rate not chosen yet{so_far})")
             continue
         lr = rates.get(method, {}).get("chosen", sorted(settings.lr_grid)[0])
         cell, runs, missing = Cell(corpus, method, root), [], []
@@ -108,6 +109,20 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
         if runs:
             methods[method] = {"lr": lr, "runs": runs, "lr_choice": rates.get(method)}
     return methods, pending
+
+
+def _candidates_so_far(cell: Cell, settings: ReproduceConfig) -> str:
+    """The rate candidates trained and scored on the train split so far, with their best train accuracy (what
+    the rule will compare), as a clause of the pending line; "" before the first."""
+    scored_in, seed = cell.root / "eval-train-split", settings.seeds[0]
+    best = {}
+    for lr in sorted(settings.lr_grid):
+        run = cell.train_dir(lr, seed)
+        if is_finished(run) and all(is_scored(scored_in, step) for step in checkpoints(run)):
+            best[lr] = max(train_accuracies(scored_in, run))
+    if not best:
+        return ""
+    return f"; best train accuracy so far, seed {seed}: " + ", ".join(f"lr {lr:g} {acc:.3f}" for lr, acc in best.items())
 
 
 def _finished_run(directory: Path, eval_dir: Path):

@@ -10,9 +10,10 @@ import tarfile
 import pytest
 
 from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
-from reproduce.pipeline import main_command
+from reproduce.pipeline import main_command, train_accuracies
 from reproduce.record import RecordError
 from reproduce.record import main_command as record_command
+from reproduce.summary import main_command as summary_command
 from tests.test_reproduce import CONFIG
 
 
@@ -116,6 +117,11 @@ def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(tiny_mod
     first = root / "train" / "sft-lr0.001-seed0"
     assert f"train/{first.name}/train_config.json" in names
     assert [n for n in names if n.startswith(f"eval-train-split/{first.name}/") and n.endswith("metrics.json")]
+    # The report between parts names the candidates scored so far with what the rule will compare.
+    summary_command(**flags)
+    best = max(train_accuracies(root / "eval-train-split", first))
+    pending = json.loads((tmp_path / "report" / "results.json").read_text())["corpora"]["kgfact"]["pending"]
+    assert pending == [f"sft (learning rate not chosen yet; best train accuracy so far, seed 0: lr 0.001 {best:.3f})"]
 
     shutil.rmtree(tmp_path / "runs")
     record_command("restore", **flags)

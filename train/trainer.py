@@ -77,11 +77,12 @@ def _train(config: TrainConfig, dist: Distributed) -> Path:
     resume_from = _resume_point(out, config)
 
     model, tokenizer = _load_model(resume_from or config.model, device)
-    if config.method == "opsd":  # the student samples its rollouts
+    teacher = None
+    if config.method == "opsd":
         from mixsd.attention import use_grouped_decode_attention
 
-        use_grouped_decode_attention(model)
-    teacher = _load_model(config.model, device)[0].requires_grad_(False) if config.method == "opsd" else None
+        use_grouped_decode_attention(model)  # the student samples its rollouts
+        teacher = _load_model(config.model, device)[0].requires_grad_(False)
     ddp_model = dist.wrap(model, fsdp=config.fsdp)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
