@@ -122,7 +122,8 @@ def _candidates_so_far(cell: Cell, settings: ReproduceConfig) -> str:
             best[lr] = max(train_accuracies(scored_in, run))
     if not best:
         return ""
-    return f"; best train accuracy so far, seed {seed}: " + ", ".join(f"lr {lr:g} {acc:.3f}" for lr, acc in best.items())
+    scores = ", ".join(f"lr {lr:g} {acc:.3f}" for lr, acc in best.items())
+    return f"; best train accuracy so far, seed {seed}: {scores}"
 
 
 def _finished_run(directory: Path, eval_dir: Path):
