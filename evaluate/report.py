@@ -55,11 +55,10 @@ def load_run(directory: Path, eval_dir: Path) -> Run:
     label = {"mixsd": f"MixSD λ={lam}", "sft": "SFT", "opsd": "OPSD"}.get(method, method)
     results = []
     for checkpoint in checkpoints(directory):
-        document = read_result(eval_dir / directory.name / checkpoint.name)
+        result_dir = eval_dir / directory.name / checkpoint.name
+        document = read_result(result_dir)
         if document is None:
-            raise ReportError(
-                f"{eval_dir / directory.name / checkpoint.name}: not evaluated yet (run python -m evaluate.sweep first)"
-            )
+            raise ReportError(f"{result_dir}: not evaluated yet (run python -m evaluate.sweep first)")
         results.append((step_of(checkpoint), document))
     if not results:
         raise ReportError(f"{directory}: no checkpoint yet (still training?)")

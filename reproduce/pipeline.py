@@ -71,6 +71,11 @@ class Cell:
         return self.root / "train" / f"{self.method}-lr{lr:g}-seed{seed}"
 
 
+def sweep_dir(corpus_root: Path, probes: bool) -> Path:
+    """Where a corpus's checkpoints are scored: every probe (eval), or the train split alone (rate candidates)."""
+    return corpus_root / ("eval" if probes else "eval-train-split")
+
+
 def parse_method(method: str) -> tuple[str, float | None]:
     """ "sft", "opsd" or "mixsd-0.3" → (training method, λ)."""
     if method in ("sft", "opsd"):
@@ -189,7 +194,7 @@ class Reproduction:
         from evaluate.config import EvalConfig
         from evaluate.sweep import Sweep
 
-        out = Path(self.settings.out) / corpus / ("eval" if probes else "eval-train-split")
+        out = sweep_dir(Path(self.settings.out) / corpus, probes)
         splits = {} if probes else {"splits": ["train"]}
         settings = self.stage(
             EvalConfig,

@@ -20,7 +20,7 @@ from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.run_format import expand_run_dirs, read_rows
 from mixsd.versions import versions
-from reproduce.pipeline import Cell, ReproduceConfig, is_finished, is_scored, train_accuracies
+from reproduce.pipeline import Cell, ReproduceConfig, is_finished, is_scored, sweep_dir, train_accuracies
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
@@ -99,7 +99,7 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
         cell, runs, missing = Cell(corpus, method, root), [], []
         for seed in settings.seeds:
             try:
-                runs.append(_finished_run(cell.train_dir(lr, seed), root / "eval"))
+                runs.append(_finished_run(cell.train_dir(lr, seed), sweep_dir(root, probes=True)))
             except ReportError:
                 if not partial:
                     raise
@@ -114,7 +114,7 @@ def _scored_runs(settings: ReproduceConfig, corpus: str, root: Path, partial: bo
 def _candidates_so_far(cell: Cell, settings: ReproduceConfig) -> str:
     """The rate candidates trained and scored on the train split so far, with their best train accuracy (what
     the rule will compare), as a clause of the pending line; "" before the first."""
-    scored_in, seed = cell.root / "eval-train-split", settings.seeds[0]
+    scored_in, seed = sweep_dir(cell.root, probes=False), settings.seeds[0]
     best = {}
     for lr in sorted(settings.lr_grid):
         run = cell.train_dir(lr, seed)
@@ -170,7 +170,7 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
     paragraphs = [
         f"## {TITLES[corpus]}",
         _table(rows),
-        _base_line(root / "eval" / "base"),
+        _base_line(sweep_dir(root, probes=True) / "base"),
         _against_table(against),
         _verified_line(verified),
         "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
