@@ -8,7 +8,9 @@ project's own commands, each reusing what a previous run finished (so the whole 
 3. the learning rate per corpus and method, from `lr_grid` on seed 0: each candidate's checkpoints scored on
    the train split alone (`--probes false`), and the rule: the lowest rate whose best train accuracy over
    checkpoints is within `lr_tolerance` of the best any rate reached. It never reads a retention probe. Each
-   candidate is scored as soon as it is trained, so a part may end between candidates;
+   candidate is scored as soon as it is trained, so a part may end between candidates, and then with every
+   probe too (results the rule never reads), so that the one chosen later, perhaps on a machine that has lost
+   its weights, is seed 0's final run without training it again;
 4. training every seed at that rate, and evaluating every checkpoint with every probe;
 5. the summary (`summary.py`): mean and 95% interval over seeds per method, and the figures.
 Runs are scored as soon as a method's are trained, so that with `prune` (default) the weights no longer needed
@@ -24,6 +26,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -33,6 +36,9 @@ from mixsd.checkpoints import checkpoints, has_weights, prune_weights
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import ConfigError
 from mixsd.lock import output_lock
+
+if TYPE_CHECKING:
+    from evaluate.sweep import Sweep
 
 CORPUS_KINDS = ("kgfact", "kgfunc")
 
@@ -209,6 +215,19 @@ class Reproduction:
         with output_lock(out, f"evaluation sweep {out}"), Sweep(settings) as sweep:
             yield sweep
 
+    def score_candidate(self, run: Path, rule: "Sweep", full: "Sweep") -> None:
+        """A trained rate candidate scored on the train split (what the rule reads), then, while its weights are
+        here, with every probe as a final run is (which the rule never reads): chosen in a later part on a
+        machine without its weights (restored from the record), it is seed 0's run as it stands, not trained
+        again. Each sweep's engine is closed after use: one vLLM engine per process at a time."""
+        rule.score([str(run)])
+        rule.close()
+        full_dir = Path(full.config.out)
+        if all(has_weights(step) or is_scored(full_dir, step) for step in checkpoints(run)):
+            full.score([str(run)])
+            full.close()
+        self.drop_state(run)
+
     def drop_state(self, run: Path) -> None:
         """A finished run's resume state, which nothing reads again: without it the run is settled, and the
         record keeps it (reproduce.record)."""
@@ -235,7 +254,11 @@ class Reproduction:
             return {c.method: grid[0] for c in cells}
         seed = self.settings.seeds[0]
         choices = {}
-        with self.scorer(cells[0].corpus, corpus_dir, probes=False) as scorer:
+        corpus = cells[0].corpus
+        with (
+            self.scorer(corpus, corpus_dir, probes=False) as scorer,
+            self.scorer(corpus, corpus_dir, probes=True) as full,
+        ):
             scored_in = Path(scorer.config.out)
             for cell in cells:
                 candidates = {}
@@ -243,9 +266,8 @@ class Reproduction:
                     # Scored as soon as trained and settled: a part that ends between candidates (an OPSD run
                     # is over an hour on 2 cores) leaves the finished ones in the record.
                     candidates[lr] = self.train(cell, corpus_dir, lr, seed, scored_in)
-                    scorer.score([str(candidates[lr])])
-                    self.drop_state(candidates[lr])
-                best = {lr: max(train_accuracies(Path(scorer.config.out), candidates[lr])) for lr in grid}
+                    self.score_candidate(candidates[lr], scorer, full)
+                best = {lr: max(train_accuracies(scored_in, candidates[lr])) for lr in grid}
                 top = max(best.values())
                 choices[cell.method] = {
                     "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),

@@ -20,6 +20,7 @@ from reproduce.pipeline import ReproduceConfig, main_command, parse_method
 from reproduce.summary import difference_interval, verified_by_attempt
 from reproduce.summary import main_command as summary_command
 
+SWEEPS = ("eval-train-split", "eval")
 CONFIG = """
 model: {model}
 reproduce:
@@ -67,8 +68,9 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
     engines = _record_engines(monkeypatch)
     main_command(config=str(config))
     # One engine at a time (evaluate.backends.VLLMGreedy.close): every target is generated before the first
-    # evaluator opens (MixSD: one engine per seed), and each evaluator is closed before the next opens.
-    assert engines == ["generate"] * 2 + ["open", "close"] * 2
+    # evaluator opens (MixSD: one engine per seed), and each evaluator is closed before the next opens: two per
+    # rate candidate (the train split, then every probe), one for the other seeds' runs.
+    assert engines == ["generate"] * 2 + ["open", "close"] * (3 * 2 * 2 + 1)
     root = tmp_path / "runs" / "kgfact"
     choices = json.loads((root / "lr.json").read_text())
     assert set(choices) == {"sft", "opsd", "mixsd-0.5"}
@@ -140,7 +142,8 @@ def test_reproduction_chooses_rates_blind_to_retention_and_summarizes_over_seeds
 
 def _assert_pruned(root: Path, choices: dict) -> None:
     """Scored weights no longer needed are gone, their results kept: unchosen candidates entirely, final runs
-    all but their last checkpoint's weights; no resume state anywhere."""
+    all but their last checkpoint's weights; no resume state anywhere. Every candidate was scored with every
+    probe before its weights went."""
     for method, choice in choices.items():
         for lr in choice["best_train_accuracy"]:
             run = root / "train" / f"{method}-lr{lr}-seed0"
@@ -149,7 +152,7 @@ def _assert_pruned(root: Path, choices: dict) -> None:
                 last = step == checkpoints(run)[-1]
                 assert has_weights(step) == (final and last) and not (step / STATE_FILE).exists()
                 assert (step / PRUNED_FINGERPRINT_FILE).is_file() == (not (final and last))
-                assert (root / "eval-train-split" / run.name / step.name / "metrics.json").is_file()
+                assert all((root / sweep / run.name / step.name / "metrics.json").is_file() for sweep in SWEEPS)
     pruned = next(root.glob("train/*/step-000001"))
     with pytest.raises(EvalError, match="weights were deleted after it was scored"):
         check_model(str(pruned))

@@ -89,10 +89,14 @@ def test_record_saves_results_without_weights_and_restores_a_run_that_redoes_not
         record_command("save", prune=False, **flags)
 
 
-def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(tiny_model_dir, tmp_path, monkeypatch):
-    """A rate candidate is settled once scored on the train split, so the record keeps it when the part ends
-    before the next candidate; restored and then chosen, it is trained again for its scoring with every probe
-    (its weights are not in the record), and the candidate's train-split results are reused, not redone."""
+@pytest.mark.parametrize("scored_with_probes", [True, False])
+def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(
+    tiny_model_dir, tmp_path, monkeypatch, scored_with_probes
+):
+    """A rate candidate is settled once scored, so the record keeps it when the part ends before the next
+    candidate. Restored and then chosen, it is seed 0's final run as it stands: it was scored with every probe
+    when trained. One recorded before candidates were (scored on the train split alone) is trained again for
+    that scoring, its weights not being in the record. The train-split results are reused, not redone."""
     from reproduce.pipeline import Reproduction
 
     config = tmp_path / "reproduce.yaml"
@@ -111,10 +115,12 @@ def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(tiny_mod
         main_command(**flags)
     monkeypatch.undo()
     root, record = tmp_path / "runs" / "kgfact", tmp_path / "report" / "kgfact-record.tar.xz"
+    first = root / "train" / "sft-lr0.001-seed0"
+    if not scored_with_probes:
+        shutil.rmtree(root / "eval" / first.name)
     record_command("save", **flags)
     with tarfile.open(record) as tar:
         names = tar.getnames()
-    first = root / "train" / "sft-lr0.001-seed0"
     assert f"train/{first.name}/train_config.json" in names
     assert [n for n in names if n.startswith(f"eval-train-split/{first.name}/") and n.endswith("metrics.json")]
     # The report between parts names the candidates scored so far with what the rule will compare.
@@ -125,11 +131,12 @@ def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(tiny_mod
 
     shutil.rmtree(tmp_path / "runs")
     record_command("restore", **flags)
-    scored = {p: p.stat().st_mtime_ns for p in (root / "eval-train-split").rglob("metrics.json")}
+    scored = {p: p.stat().st_mtime_ns for p in root.glob("eval*/**/metrics.json")}
     assert not any(has_weights(step) for step in checkpoints(first))
     main_command(**flags)
     assert json.loads((root / "lr.json").read_text())["sft"]["chosen"] == 1e-3
-    assert {p: p.stat().st_mtime_ns for p in scored} == scored  # its train-split results reused
-    assert has_weights(checkpoints(first)[-1])  # trained again, its last checkpoint kept for loading
+    assert {p: p.stat().st_mtime_ns for p in scored} == scored  # its results reused
+    # Trained again (its last checkpoint kept for loading) only if it had not been scored with every probe.
+    assert has_weights(checkpoints(first)[-1]) == (not scored_with_probes)
     assert all((root / "eval" / first.name / step.name / "metrics.json").is_file() for step in checkpoints(first))
     assert (root / "train" / "sft-lr0.01-seed0" / "train_config.json").is_file()
