@@ -77,7 +77,7 @@ class HFGreedy:
 
     @torch.no_grad()
     def _batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        return decode(self.model, prompts, max_new_tokens, lambda logits, _: logits.argmax(-1), self.stops)
+        return decode(self.model, prompts, max_new_tokens, lambda logits, *_: logits.argmax(-1), self.stops)
 
 
 class VLLMGreedy:

@@ -129,7 +129,7 @@ def replies(student, tokenizer, examples: list[Example], max_new_tokens: int) ->
 
     eos = tokenizer.eos_token_id
     drawn = decode(
-        student, [e.prompt_ids for e in examples], max_new_tokens, lambda x, _: x.argmax(-1), {eos}, pad_id(tokenizer)
+        student, [e.prompt_ids for e in examples], max_new_tokens, lambda x, *_: x.argmax(-1), {eos}, pad_id(tokenizer)
     )
     return [r + [eos] if len(r) < max_new_tokens else r for r in drawn]
 

@@ -54,12 +54,13 @@ class HFPairedEngine:
     def _decode_chunk(self, jobs: list[PairJob], stops: set[int]) -> list[PairResult]:
         pairs = len(jobs)
         prompts = [j.expert_ids for j in jobs] + [j.naive_ids for j in jobs]  # rows: experts, then naives
-        decoder = KVDecoder(self.model, prompts)
+        longest = max(j.max_tokens for j in jobs)
+        decoder = KVDecoder(self.model, prompts, room=longest)
         settings = PairSettings.stack([j.spec(uid=i, role=0, offset=0) for i, j in enumerate(jobs)], self.device)
         experts = torch.arange(pairs, device=self.device)  # pair i: row i (expert) and row pairs + i (naive)
         results = [PairResult() for _ in jobs]
         active = [True] * pairs
-        step, longest = 0, max(j.max_tokens for j in jobs)
+        step = 0
         while any(active) and step < longest:
             logits = decoder.logits
             tokens, _ = mix_step(

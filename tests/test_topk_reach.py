@@ -104,7 +104,7 @@ def test_first_answer_finds_what_the_teacher_would_write(tiny_model_dir, sft_sha
         student.lm_head.weight.add_(0.5 * torch.randn_like(student.lm_head.weight))
     example = load_examples(str(sft_shards))[2]
     reply = list(range(40, 50))
-    greedy = lambda logits, _: logits.argmax(-1)  # noqa: E731
+    greedy = lambda logits, *_: logits.argmax(-1)  # noqa: E731
     with torch.no_grad():
         (answer,) = decode(model, [example.expert_prompt_ids + reply[:4]], 3, greedy, set(), 0)
     wrong = [(answer[0] + 1) % 100] + answer[1:]

@@ -26,9 +26,10 @@ def sample(
     (seed, keys[r], samples[r], t): a rollout does not depend on which rows share its batch or process."""
     key, sample_index = torch.tensor(keys, dtype=torch.int64), torch.tensor(samples, dtype=torch.int64)
 
-    def draw(logits: torch.Tensor, position: int) -> torch.Tensor:
+    def draw(logits: torch.Tensor, position: int, rows: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(logits.double() / temperature, dim=-1)
-        u = uniforms(torch.tensor(seed), key, sample_index, torch.tensor(position), Stream.ROLLOUT).to(logits.device)
+        u = uniforms(torch.tensor(seed), key[rows], sample_index[rows], torch.tensor(position), Stream.ROLLOUT)
+        u = u.to(logits.device)
         cdf = probs.cumsum(-1)
         return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
 
