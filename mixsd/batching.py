@@ -39,7 +39,8 @@ def prefill(model, prompts: list[list[int]], pad_id: int = 0):
 class RoomyLayer(DynamicLayer):
     """A decoding cache layer whose keys and values are views of buffers with room for the tokens to come: a
     step writes its own position, where transformers' DynamicLayer concatenates (a copy of the whole cache, in
-    every layer, at every step). The buffers double when full. Decoding only: written in place, no gradients."""
+    every layer, at every step). The buffers double when full. Decoding only: written in place, no gradients;
+    of a cache's operations it keeps what KVDecoder uses (update, batch_select_indices), not crop or reorder."""
 
     @classmethod
     def holding(cls, layer: DynamicLayer, room: int) -> "RoomyLayer":
