@@ -28,6 +28,11 @@ def under_floor(probe: dict) -> bool:
     return round(probe["base_score"] * probe["n"]) < MIN_BASE_CORRECT
 
 
+def left_out(probe: dict) -> bool:
+    """A held-out capability probe that is reported but not averaged: under the floor."""
+    return not probe["in_distribution"] and under_floor(probe)
+
+
 def averaged_probes(held_out: dict[str, dict]) -> list[str]:
     """The probes (in `held_out`'s order, then drift) whose ratios make the headline average."""
     return [t for t, entry in held_out.items() if not entry["in_distribution"] and not under_floor(entry)] + [DRIFT]
@@ -35,11 +40,7 @@ def averaged_probes(held_out: dict[str, dict]) -> list[str]:
 
 def floor_note(held_out: dict[str, dict]) -> str:
     """A sentence naming the held-out probes left out of the average for their size ("" when none is)."""
-    under = [
-        f"{t} ({round(e['base_score'] * e['n'])} of {e['n']})"
-        for t, e in held_out.items()
-        if not e["in_distribution"] and under_floor(e)
-    ]
+    under = [f"{t} ({round(e['base_score'] * e['n'])} of {e['n']})" for t, e in held_out.items() if left_out(e)]
     if not under:
         return ""
     return (

@@ -267,7 +267,7 @@ class Reproduction:
                     # is over an hour on 2 cores) leaves the finished ones in the record.
                     candidates[lr] = self.train(cell, corpus_dir, lr, seed, scored_in)
                     self.score_candidate(candidates[lr], scorer, full)
-                best = {lr: max(train_accuracies(scored_in, candidates[lr])) for lr in grid}
+                best = {lr: best_train_accuracy(scored_in, candidates[lr]) for lr in grid}
                 top = max(best.values())
                 choices[cell.method] = {
                     "chosen": next(lr for lr in grid if best[lr] >= top - self.settings.lr_tolerance),
@@ -297,14 +297,11 @@ def is_scored(eval_dir: Path, step: Path) -> bool:
     return (eval_dir / step.parent.name / step.name / "metrics.json").is_file()
 
 
-def train_accuracies(eval_dir: Path, run: Path) -> list[float]:
+def best_train_accuracy(eval_dir: Path, run: Path) -> float:
+    """What the rate rule compares for a candidate: its best train-split accuracy over its checkpoints."""
     from evaluate.results import read_result
 
-    scores = []
-    for step in checkpoints(run):
-        document = read_result(eval_dir / run.name / step.name)
-        scores.append(document["metrics"]["accuracy"]["train"])
-    return scores
+    return max(read_result(eval_dir / run.name / s.name)["metrics"]["accuracy"]["train"] for s in checkpoints(run))
 
 
 def main_command(config: str | None = None, **flags) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evaluate import plots
 from evaluate.report import ReportError, load_run, nll_per_run
-from evaluate.retention import MIN_BASE_CORRECT, headline_average, under_floor
+from evaluate.retention import MIN_BASE_CORRECT, headline_average, left_out
 from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
 from mixsd.checkpoints import checkpoints, run_info
@@ -20,7 +20,7 @@ from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.run_format import expand_run_dirs, read_rows
 from mixsd.versions import versions
-from reproduce.pipeline import Cell, ReproduceConfig, is_finished, is_scored, sweep_dir, train_accuracies
+from reproduce.pipeline import Cell, ReproduceConfig, best_train_accuracy, is_finished, is_scored, sweep_dir
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 TITLES = {"kgfact": "KGFact", "kgfunc": "KGFunc"}
@@ -119,7 +119,7 @@ def _candidates_so_far(cell: Cell, settings: ReproduceConfig) -> str:
     for lr in sorted(settings.lr_grid):
         run = cell.train_dir(lr, seed)
         if is_finished(run) and all(is_scored(scored_in, step) for step in checkpoints(run)):
-            best[lr] = max(train_accuracies(scored_in, run))
+            best[lr] = best_train_accuracy(scored_in, run)
     if not best:
         return ""
     scores = ", ".join(f"lr {lr:g} {acc:.3f}" for lr, acc in best.items())
@@ -294,7 +294,7 @@ def _base_line(base_result: Path) -> str:
     parts += [
         f"{probe} {round(d['base_score'] * d['n'])}/{d['n']} [{d['base_interval'][0]:.2f}, {d['base_interval'][1]:.2f}]"
         + (" (in-distribution)" if d.get("in_distribution") else "")
-        + (" (under the floor: not averaged)" if not d.get("in_distribution") and under_floor(d) else "")
+        + (" (under the floor: not averaged)" if left_out(d) else "")
         for probe, d in metrics["held_out"].items()
     ]
     return "Base model (correct / n, Wilson 95%): " + "; ".join(parts) + "."

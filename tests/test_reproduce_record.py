@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from mixsd.checkpoints import STATE_FILE, checkpoints, has_weights
-from reproduce.pipeline import main_command, train_accuracies
+from reproduce.pipeline import best_train_accuracy, main_command
 from reproduce.record import RecordError
 from reproduce.record import main_command as record_command
 from reproduce.summary import main_command as summary_command
@@ -125,7 +125,7 @@ def test_a_part_that_ends_between_rate_candidates_keeps_the_scored_ones(
     assert [n for n in names if n.startswith(f"eval-train-split/{first.name}/") and n.endswith("metrics.json")]
     # The report between parts names the candidates scored so far with what the rule will compare.
     summary_command(**flags)
-    best = max(train_accuracies(root / "eval-train-split", first))
+    best = best_train_accuracy(root / "eval-train-split", first)
     pending = json.loads((tmp_path / "report" / "results.json").read_text())["corpora"]["kgfact"]["pending"]
     assert pending == [f"sft (learning rate not chosen yet; best train accuracy so far, seed 0: lr 0.001 {best:.3f})"]
 
