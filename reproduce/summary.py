@@ -10,12 +10,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from evaluate import plots
+from evaluate import echo, plots
 from evaluate.report import ReportError, load_run, nll_per_run
+from evaluate.results import read_result
 from evaluate.retention import MIN_BASE_CORRECT, headline_average, left_out
 from mixsd import config as cfg
 from mixsd.atomic import write_json, write_text
-from mixsd.checkpoints import checkpoints, run_info
+from mixsd.checkpoints import checkpoints, run_info, step_dir
 from mixsd.cli import join_list_flags, run_cli
 from mixsd.config import to_dict
 from mixsd.run_format import expand_run_dirs, read_rows
@@ -156,6 +157,7 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
         }
         curves[method] = _curve(entry["runs"])
     against, verified = _against_reference(methods), _verified_counts(methods)
+    echoes = _echo_rows(methods, root)
     figures = {
         "trade-off": plots.tradeoff_bands(curves, report_dir / f"{corpus}-tradeoff.png"),
         "Fisher movement": plots.fisher_bars(
@@ -172,11 +174,14 @@ def _corpus_section(corpus: str, methods: dict, settings, root: Path, report_dir
         _table(rows),
         _base_line(sweep_dir(root, probes=True) / "base"),
         _against_table(against),
+        _echo_table(echoes),
         _verified_line(verified),
         "\n".join(f"![{name}]({path.name})" for name, path in figures.items()),
     ]
     text = "\n\n".join(p for p in paragraphs if p)
     document = {"methods": rows, "curves": curves, f"against {REFERENCE}": against, "verified by attempt": verified}
+    if echoes:
+        document["accuracy without echo items"] = echoes
     return document, text
 
 
@@ -226,6 +231,62 @@ def _against_reference(methods: dict) -> list[dict]:
                 }
             )
     return rows
+
+
+def _echo_rows(methods: dict, root: Path) -> dict:
+    """Accuracy at each method's final step (and the base model's) without the items a reply gets right by
+    repeating its input (`evaluate.echo`), and per seed how many of those it got right; {} when the corpus has
+    none (KGFact)."""
+    echo_items = echo.echo_ids(root / "corpus")
+    if not echo_items:
+        return {}
+    eval_dir = sweep_dir(root, probes=True)
+    splits = list(read_result(eval_dir / "base")["metrics"]["accuracy"])
+    base = echo.split_counts(eval_dir / "base", splits, echo_items)
+    rows = {"base": {"seeds": 1} | _echo_row([base], splits)}
+    for method, entry in methods.items():
+        counts = [
+            echo.split_counts(step_dir(eval_dir / run.directory.name, run.results[-1][0]), splits, echo_items)
+            for run in entry["runs"]
+        ]
+        rows[method] = {"seeds": len(counts)} | _echo_row(counts, splits)
+    return rows
+
+
+def _echo_row(counts: list[dict], splits: list[str]) -> dict:
+    return {
+        split: {
+            "without": mean_interval([echo.accuracy_without_echo(c)[split] for c in counts]),
+            "n": counts[0][split]["rest"][1],
+            "echo right": [c[split]["echo"][0] for c in counts],
+            "echo n": counts[0][split]["echo"][1],
+        }
+        for split in splits
+    }
+
+
+def _echo_table(rows: dict) -> str:
+    if not rows:
+        return ""
+    splits = [k for k in rows["base"] if k != "seeds"]
+    sizes = ", ".join(
+        f"{rows['base'][s]['echo n']} of {rows['base'][s]['echo n'] + rows['base'][s]['n']} {s}" for s in splits
+    )
+    lines = [
+        f"Accuracy at the final step without the items whose answer is their own input ({sizes}): on those a "
+        "reply that only repeats the input is right under the last-number rule (mean over seeds ± 95% t "
+        "half-width; then how many of those items each seed got right):",
+        "",
+        "| method | seeds | " + " | ".join(f"{s} without (n)" for s in splits) + " | echo items right |",
+        "|---|---|" + "---|" * len(splits) + "---|",
+    ]
+    for method, row in rows.items():
+        cells = [f"{_cell(row[s]['without'])} ({row[s]['n']})" for s in splits]
+        right = "; ".join(
+            f"{s} {', '.join(map(str, row[s]['echo right']))} of {row[s]['echo n']}" for s in splits if row[s]["echo n"]
+        )
+        lines.append(f"| {method} | {row['seeds']} | " + " | ".join(cells) + f" | {right} |")
+    return "\n".join(lines)
 
 
 def verified_by_attempt(rows: list[dict]) -> list[int]:
