@@ -47,3 +47,13 @@ def split_counts(result_dir: Path, splits: list[str], echo: set[str]) -> dict[st
 def accuracy_without_echo(counts: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
     """{split: accuracy over the items that are not echoes} (None for a split with none)."""
     return {split: (c["rest"][0] / c["rest"][1] if c["rest"][1] else None) for split, c in counts.items()}
+
+
+def report_columns(result_dir: Path, splits: list[str], echo: set[str]) -> dict[str, float | None]:
+    """A report row's columns {"acc_<split>_no_echo": accuracy without the echo items} for the splits that have
+    some; {} when there are none (a KGFact corpus)."""
+    if not echo:
+        return {}
+    counts = split_counts(result_dir, splits, echo)
+    without = accuracy_without_echo(counts)
+    return {f"acc_{split}_no_echo": without[split] for split in splits if counts[split]["echo"][1]}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate import plots
+from evaluate import echo, plots
 from evaluate.nll import target_nll
 from evaluate.results import ANSWERS, read_result
 from evaluate.retention import floor_note, headline_average, headline_interval
@@ -159,6 +159,9 @@ def markdown_table(rows: list[dict]) -> str:
         ("acc_paraphrase", "paraphrase"),
         ("acc_test", "test (held-out inputs)"),
         ("acc_compositional", "2-hop / chains"),
+        ("acc_train_no_echo", "train acc without echo items"),
+        ("acc_test_no_echo", "test without echo items"),
+        ("acc_compositional_no_echo", "chains without echo items"),
         ("acc_retrieval", "retrieval"),
         ("ret_in_context", "ret. in-context (in-distribution, not averaged)"),
         ("ret_arithmetic", "ret. arithmetic"),
@@ -192,11 +195,26 @@ def report(runs: list[str], eval_dir: str, base: str, out: str) -> str:
     def answers(run: Run, step: int) -> tuple[Path, Path]:  # a result's answers, and the base model's beside them
         return step_dir(eval_path / run.directory.name, step) / ANSWERS, base_answers
 
+    # KGFunc's items that map their input to itself are right for a reply that only repeats it: the rows also
+    # give accuracy without them (evaluate/echo.py).
+    echo_items = echo.echo_ids(Path(base_doc["config"]["corpus"])) if base_doc["config"].get("corpus") else set()
+    splits = list(base_doc["metrics"]["accuracy"])
+
+    def without_echo(answers_file: Path) -> dict:
+        return echo.report_columns(answers_file.parent, splits, echo_items)
+
     base_row = row_of("base model", None, 0, base_doc["metrics"], None, (base_answers, base_answers))
+    base_row |= without_echo(base_answers)
     last = [(r, *r.results[-1]) for r in loaded]
-    finals = [row_of(r.label, r.lam, step, doc["metrics"], nll.get(r.label), answers(r, step)) for r, step, doc in last]
+    finals = [
+        row_of(r.label, r.lam, step, doc["metrics"], nll.get(r.label), answers(r, step))
+        | without_echo(answers(r, step)[0])
+        for r, step, doc in last
+    ]
     every = [
-        row_of(r.label, r.lam, step, doc["metrics"], None, answers(r, step)) for r in loaded for step, doc in r.results
+        row_of(r.label, r.lam, step, doc["metrics"], None, answers(r, step)) | without_echo(answers(r, step)[0])
+        for r in loaded
+        for step, doc in r.results
     ]
     figures = _figures(loaded, base_row, nll, out_path)
     table = markdown_table([base_row] + finals)

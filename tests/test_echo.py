@@ -82,3 +82,21 @@ def test_the_echo_table_gives_accuracy_without_them_per_seed():
     assert "(2 of 10 train, 0 of 4 test)" in table
     assert "| m | 2 | 0.500 ± " in table and "train 2, 1 of 2 |" in table
     assert "test 0" not in table  # a split without echo items has no count in the last column
+
+
+def test_report_rows_get_accuracy_without_echo_items_only_where_a_split_has_some(tmp_path):
+    from evaluate.report import markdown_table
+
+    result = _answers(
+        tmp_path / "r",
+        [
+            {"id": "train-A", "task": "train", "correct": True},
+            {"id": "train-B", "task": "train", "correct": False},
+            {"id": "test-B", "task": "test", "correct": True},
+        ],
+    )
+    columns = echo.report_columns(result, ["train", "test"], {"train-A"})
+    assert columns == {"acc_train_no_echo": 0.0}  # test has no echo item: no column
+    assert echo.report_columns(result, ["train", "test"], set()) == {}  # KGFact: nothing read, nothing added
+    table = markdown_table([{"method": "m", "acc_train": 0.5} | columns])
+    assert "train acc without echo items" in table and "test without echo items" not in table
